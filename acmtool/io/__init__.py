@@ -1,0 +1,1 @@
+"""Files: model sources, safe unpickling, atomic writes, the ACM checkpoint."""

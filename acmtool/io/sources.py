@@ -1,0 +1,283 @@
+"""Load the user's model from the sources DESIGN.md names, and rebuild it from a stored spec.
+
+A spec is the JSON that rebuilds the architecture (random weights) when a checkpoint is loaded:
+  {"kind": "timm", "name", "kwargs"} | {"kind": "hf", "class", "config", "path"}
+  | {"kind": "file", "path", "sha256"} (a pickled module, reloaded through the safe loader)
+  | {"kind": "user", "class"} (a model built in Python: acmtool.load(path, model=...)).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from acmtool.errors import AcmInputError
+from acmtool.io.safe_pickle import load_untrusted
+
+CHECKPOINT_FORMAT = "acmtool.checkpoint"
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: dict
+
+
+def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] = None,
+               trust_pickle: bool = False, model_kwargs: Optional[dict] = None) -> LoadedModel:
+    """MODEL as the command line takes it: timm:NAME, a Hugging Face folder, .pt/.pth, .safetensors."""
+    if source.startswith("timm:"):
+        loaded = _timm(source[5:], model_kwargs or {})
+        if weights:
+            _load_state(loaded.model, _read_state_dict(Path(weights), trust_pickle), weights)
+        return loaded
+    if weights:
+        raise AcmInputError("--weights goes with a timm:NAME model; for files use MODEL itself (and --arch)")
+    path = Path(source)
+    if path.is_dir():
+        return _hf_folder(path, with_weights=True)
+    _check_file(path)
+    if path.suffix == ".safetensors":
+        if _is_acm_checkpoint(path):
+            raise AcmInputError(f"{path} is already an ACM checkpoint; convert the original model "
+                                f"(use acmtool inspect or export on this file)")
+        return _with_arch(path, arch, _read_state_dict(path, trust_pickle), trust_pickle)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        obj = load_untrusted(path, trust_pickle)
+        if isinstance(obj, nn.Module):
+            if arch:
+                raise AcmInputError(f"{path} holds a whole module; --arch is only for state dicts")
+            return LoadedModel(obj.float().eval(), _module_spec(obj, path))
+        return _with_arch(path, arch, _as_state_dict(obj, path), trust_pickle)
+    raise AcmInputError(f"{source}: not a model source acmtool knows; give timm:NAME, a Hugging Face model "
+                        f"folder, a .pt/.pth file or a .safetensors file with --arch")
+
+
+def build_from_spec(spec: dict) -> nn.Module:
+    """The architecture of a spec, with random (or the source file's) weights."""
+    kind = spec.get("kind")
+    if kind == "timm":
+        return _timm(spec["name"], spec.get("kwargs", {})).model
+    if kind == "hf":
+        return _hf_from_config(spec["class"], spec["config"])
+    if kind == "file":
+        path = Path(spec["path"])
+        if not path.is_file():
+            raise AcmInputError(f"this checkpoint was converted from the pickled module {path}, which is gone; "
+                                f"pass the untrained model: acmtool.load(ckpt, model=...)")
+        return load_untrusted(path).float().eval()
+    if kind == "user":
+        raise AcmInputError(f"this checkpoint was converted from a model built in Python ({spec.get('class')}); "
+                            f"rebuild it and pass it: acmtool.load(ckpt, model=MyModel(...))")
+    raise AcmInputError(f"unknown model spec kind {kind!r} in the checkpoint")
+
+
+def user_spec(model: nn.Module) -> dict:
+    cls = type(model)
+    if hasattr(model, "config") and type(model).__module__.startswith("transformers."):
+        return {"kind": "hf", "class": cls.__name__, "config": model.config.to_dict(), "path": None}
+    return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+# --- sources ------------------------------------------------------------------------------
+def _timm(name: str, kwargs: dict) -> LoadedModel:
+    try:
+        import timm
+    except ImportError:
+        raise AcmInputError("timm models need timm: pip install timm") from None
+    if not timm.is_model(name):
+        raise AcmInputError(f"timm has no model {name!r}; list them with python -c \"import timm; "
+                            f"print(timm.list_models('*vit*'))\"")
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as e:
+        raise AcmInputError(f"timm model {name!r} does not take these arguments {kwargs}: {e}") from None
+    return LoadedModel(model.eval(), {"kind": "timm", "name": name, "kwargs": kwargs})
+
+
+def _hf_folder(path: Path, with_weights: bool) -> LoadedModel:
+    if not (path / "config.json").is_file():
+        raise AcmInputError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+    try:
+        import transformers
+    except ImportError:
+        raise AcmInputError("Hugging Face models need transformers: pip install transformers") from None
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as e:
+        raise AcmInputError(f"{path}/config.json could not be read: {_first_line(e)}") from None
+    cls = _hf_class(config)
+    if not with_weights:
+        return LoadedModel(cls._from_config(config).eval(), _hf_spec(cls, config, path))
+    try:
+        model = cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    except Exception as e:
+        raise AcmInputError(f"{path}: the Hugging Face model could not be loaded: {_first_line(e)}") from None
+    return LoadedModel(model.eval(), _hf_spec(cls, config, path))
+
+
+def _hf_class(config):
+    import transformers
+    for name in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    try:
+        return transformers.AutoModel._model_mapping[type(config)]
+    except KeyError:
+        raise AcmInputError(f"transformers has no model class for config {type(config).__name__}") from None
+
+
+def _hf_spec(cls, config, path) -> dict:
+    return {"kind": "hf", "class": cls.__name__, "config": config.to_dict(), "path": str(path) if path else None}
+
+
+def _hf_from_config(class_name: str, config_dict: dict) -> nn.Module:
+    import transformers
+    cls = getattr(transformers, class_name, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
+        raise AcmInputError(f"transformers has no model class {class_name!r} (needed to rebuild this checkpoint)")
+    d = dict(config_dict)
+    config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
+    return cls._from_config(config).float().eval()
+
+
+def _module_spec(obj: nn.Module, path: Path) -> dict:
+    spec = user_spec(obj)
+    if spec["kind"] == "hf":
+        return spec
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"kind": "file", "path": str(path.resolve()), "sha256": digest}
+
+
+def _with_arch(path: Path, arch: Optional[str], state: dict, trust_pickle: bool) -> LoadedModel:
+    if not arch:
+        raise AcmInputError(f"{path} holds a state dict, not a model; say which architecture with --arch "
+                            f"(timm:NAME or a Hugging Face model folder)")
+    if arch.startswith("timm:"):
+        loaded = _timm(arch[5:], {})
+    elif Path(arch).is_dir():
+        loaded = _hf_folder(Path(arch), with_weights=False)
+    else:
+        raise AcmInputError(f"--arch {arch!r}: give timm:NAME or a Hugging Face model folder")
+    _load_state(loaded.model, state, str(path))
+    return loaded
+
+
+# --- files -------------------------------------------------------------------------------
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AcmInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise AcmInputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise AcmInputError(f"{path}: the file is empty")
+
+
+def _is_acm_checkpoint(path: Path) -> bool:
+    return (safetensors_metadata(path) or {}).get("format") == CHECKPOINT_FORMAT
+
+
+def safetensors_metadata(path: Path) -> Optional[dict]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata()
+    except Exception as e:
+        raise AcmInputError(f"{path}: not a valid .safetensors file ({_first_line(e)})") from None
+
+
+def _read_state_dict(path: Path, trust_pickle: bool) -> dict:
+    _check_file(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise AcmInputError(f"{path}: not a valid .safetensors file ({_first_line(e)})") from None
+    return _as_state_dict(load_untrusted(path, trust_pickle), path)
+
+
+def _as_state_dict(obj, path) -> dict:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return obj
+    raise AcmInputError(f"{path}: holds neither a module nor a state dict of tensors ({type(obj).__name__})")
+
+
+def _load_state(model: nn.Module, state: dict, where: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+        return
+    except RuntimeError as first:
+        filtered = _timm_filter(model, state)
+        if filtered is not None:
+            try:
+                model.load_state_dict(filtered, strict=True)
+                return
+            except RuntimeError:
+                pass
+        raise AcmInputError(f"{where}: the weights do not fit the architecture: {_mismatch(first)}") from None
+
+
+def _timm_filter(model, state):
+    """timm's own checkpoint_filter_fn adapts released weights (for example other resolutions)."""
+    if not type(model).__module__.startswith("timm."):
+        return None
+    import importlib
+    fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    try:
+        return fn(state, model) if fn else None
+    except Exception:
+        return None
+
+
+def _mismatch(e: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[1:3])[:300] if len(lines) > 1 else lines[0][:300]
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:300]
+
+
+# --- example inputs for the FLOPs profile ----------------------------------------------------
+def example_inputs(model: nn.Module, spec: dict):
+    """One typical input (batch 1) for the whole-model FLOPs, or None when unknown."""
+    if spec.get("kind") == "hf" or hasattr(model, "config"):
+        return _hf_example(model.config) if hasattr(model, "config") else None
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None) is not None:
+        return torch.randn(1, pe.proj.in_channels, *pe.img_size)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "input_size" in cfg:
+        return torch.randn(1, *cfg["input_size"])
+    return None
+
+
+def _hf_example(config):
+    kind = getattr(config, "model_type", "")
+    if kind in ("vit", "deit", "dinov2"):
+        return {"pixel_values": torch.randn(1, config.num_channels, config.image_size, config.image_size)}
+    if kind == "wav2vec2":
+        return {"input_values": torch.randn(1, 16000)}
+    if kind == "whisper":
+        return {"input_features": torch.randn(1, config.num_mel_bins, 2 * config.max_source_positions),
+                "decoder_input_ids": torch.full((1, 1), config.decoder_start_token_id or 0)}
+    seq = min(128, getattr(config, "max_position_embeddings", 128))
+    vocab = getattr(config, "vocab_size", 1000)
+    return {"input_ids": torch.randint(0, vocab, (1, seq)), "attention_mask": torch.ones(1, seq, dtype=torch.long)}
+
+
+def spec_to_json(spec: dict) -> str:
+    return json.dumps(spec, default=str)
