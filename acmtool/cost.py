@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from acmtool.convert.calibration import run_model
+from acmtool.io.call import run_model
 from acmtool.layers.acm import AcmModule, acm_modules
 
 aten = torch.ops.aten

@@ -24,10 +24,11 @@ _BERT_MLP = MlpLayout("intermediate.dense", "intermediate.intermediate_act_fn", 
                       replace="intermediate", identity=("output.dense",))
 for _cls in ("bert.modeling_bert.BertLayer", "roberta.modeling_roberta.RobertaLayer"):
     register_adapter(f"transformers.models.{_cls}", _BERT_MLP, name="hf-bert")
-register_adapter("transformers.models.bert.modeling_bert.BertSelfAttention",
-                 attention=AttentionLayout(("query", "key", "value")), name="hf-bert-attention")
-register_adapter("transformers.models.bert.modeling_bert.BertSelfOutput",
-                 attention=AttentionLayout(("dense",)), name="hf-bert-attention")
+for _fam, _pre in (("bert", "Bert"), ("roberta", "Roberta")):
+    register_adapter(f"transformers.models.{_fam}.modeling_{_fam}.{_pre}SelfAttention",
+                     attention=AttentionLayout(("query", "key", "value")), name="hf-bert-attention")
+    register_adapter(f"transformers.models.{_fam}.modeling_{_fam}.{_pre}SelfOutput",
+                     attention=AttentionLayout(("dense",)), name="hf-bert-attention")
 
 # ViT / DeiT / Dinov2 (transformers 5): an MLP module with fc1, activation_fn, fc2.
 for _fam, _pre in (("vit", "ViT"), ("deit", "DeiT"), ("dinov2", "Dinov2")):

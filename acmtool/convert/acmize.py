@@ -43,14 +43,14 @@ def _build_proj(din: int, dout: int, bias: bool, cfg: AcmConfig) -> AcmProjectio
                          bias1=False, bias2=bias, gumbel_tau=cfg.gumbel_tau, impl=cfg.impl)
 
 
-def _convert_proj(site: ProjSite, cfg: AcmConfig, init: bool) -> nn.Module:
+def _convert_proj(site: ProjSite, cfg: AcmConfig, init: bool, **to) -> nn.Module:
     lin = site.linear
     if lin.out_features % site.parts:
         raise AcmInputError(f"{site.path}: {lin.out_features} outputs do not split into {site.parts} parts")
     dout = lin.out_features // site.parts
     parts = []
     for j in range(site.parts):
-        acm = _build_proj(lin.in_features, dout, lin.bias is not None, cfg)
+        acm = _build_proj(lin.in_features, dout, lin.bias is not None, cfg).to(**to)
         if init:
             rows = slice(j * dout, (j + 1) * dout)
             init_proj_learners(acm, lin.weight[rows], lin.bias[rows] if lin.bias is not None else None)
@@ -77,20 +77,24 @@ def acmize_(model: nn.Module, config: Optional[AcmConfig] = None, calibration: O
                             f"in nn.Sequential); register one with acmtool.register_adapter")
     profile = profile_original(model, sites, example_inputs) if example_inputs is not None else None
     activations = mean_abs_activations(model, sites, calibration) if (init and calibration is not None) else {}
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    whole = [s for s in sites if s.path == ""]
+    if whole:
+        raise AcmInputError(f"the model itself is the block to convert ({type(model).__name__}); wrap it in a "
+                            f"parent module (nn.Sequential(block)) so that the ACM can take its place")
+    first = next(model.parameters())
+    to = {"device": first.device, "dtype": first.dtype}  # build in place: no precision lost in a cast
     records = []
     for site in sites:
         if isinstance(site, MlpSite):
-            new = _build_mlp(site, cfg)
+            new = _build_mlp(site, cfg).to(**to)
             if init:
                 init_mlp_learners(new, site, neuron_importance(site, activations.get(site.path)))
         else:
-            new = _convert_proj(site, cfg, init)
-        new.train(model.get_submodule(site.path).training)
-        model.set_submodule(site.path, new.to(device=device, dtype=dtype))
+            new = _convert_proj(site, cfg, init, **to)
+        mode = model.get_submodule(site.path).training
+        model.set_submodule(site.path, new.train(mode))
         for path in getattr(site, "identity", []):
-            model.set_submodule(path, nn.Identity())
+            model.set_submodule(path, nn.Identity().train(mode))
         records.append({"path": site.path, "kind": "mlp" if isinstance(site, MlpSite) else "proj",
                         "adapter": site.adapter})
     setattr(model, INFO_ATTR, {"config": cfg.to_dict(), "sites": records, "flops_profile": profile})

@@ -8,16 +8,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from acmtool.adapters.sites import MlpSite
+from acmtool.io.call import run_model
 from acmtool.ops.activations import apply_activation
-
-
-def run_model(model: nn.Module, batch) -> None:
-    if isinstance(batch, dict):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
 
 
 @torch.no_grad()

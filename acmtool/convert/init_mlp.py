@@ -22,7 +22,7 @@ def neuron_importance(site: MlpSite, mean_abs_activation: Optional[torch.Tensor]
     """
     out_norm = site.fc2.weight.float().norm(dim=0)  # fc2.weight is [Dout, H]
     if mean_abs_activation is not None:
-        return mean_abs_activation.float() * out_norm
+        return mean_abs_activation.to(out_norm.device).float() * out_norm
     return site.fc1.weight.float().norm(dim=1) * out_norm  # fc1.weight is [H, Din]
 
 

@@ -18,13 +18,13 @@ def init_proj_learners(acm: AcmProjection, weight: torch.Tensor, bias: torch.Ten
     """weight is the Linear's [Dout, Din]; learner i holds singular directions i*r .. (i+1)*r - 1,
     largest first, with sqrt(S) on both factors. Ranks beyond min(Din, Dout) are zero."""
     n, r = acm.num_learners, acm.learner_width
-    w = weight.detach().float().t()  # [Din, Dout]
+    w = weight.detach().double().t()  # [Din, Dout]; float64 so that no model dtype loses bits here
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     total = n * r
     keep = min(total, s.numel())
     root = s[:keep].sqrt()
-    w1 = torch.zeros(w.shape[0], total)
-    w2 = torch.zeros(total, w.shape[1])
+    w1 = w.new_zeros(w.shape[0], total)
+    w2 = w.new_zeros(total, w.shape[1])
     w1[:, :keep] = u[:, :keep] * root
     w2[:keep] = root[:, None] * vh[:keep]
     acm.w1.copy_(w1.reshape(-1, n, r).permute(1, 0, 2))

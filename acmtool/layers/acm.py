@@ -21,7 +21,7 @@ class AcmModule(nn.Module):
     forward() is gated: in training, hard Gumbel-softmax with the straight-through estimator and
     sum_k onehot_k * h(x, k); in eval, exactly k = argmax + min_k learners per token. Under
     `acmtool.fixed_k` every token runs the forced k instead. The k of the last forward is kept
-    in `last_k` (and the gate logits in `last_logits` while training) for budgets and reports.
+    in `last_k` (and, while training, the gate logits and one-hot choices) for budgets and losses.
     """
 
     kind = "acm"
@@ -47,6 +47,7 @@ class AcmModule(nn.Module):
         self.forced_k: Optional[int] = None
         self.last_k: Optional[torch.Tensor] = None
         self.last_logits: Optional[torch.Tensor] = None
+        self.last_onehot: Optional[torch.Tensor] = None  # training: straight-through one-hot choices
 
     def extra_repr(self) -> str:
         return (f"{self.in_features} -> {self.out_features}, N={self.num_learners}, h={self.learner_width}, "
@@ -55,13 +56,14 @@ class AcmModule(nn.Module):
     # --- forward modes -------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.forced_k is not None:
-            self.last_k, self.last_logits = torch.full(x.shape[:-1], self.forced_k, device=x.device), None
+            self.last_k = torch.full(x.shape[:-1], self.forced_k, device=x.device)
+            self.last_logits = self.last_onehot = None
             return self.forward_k(x, self.forced_k)
         logits = self.gate(x)
         if self.training:
             return self._forward_gated_train(x, logits)
         k = logits.argmax(-1) + self.min_k
-        self.last_k, self.last_logits = k, None
+        self.last_k, self.last_logits, self.last_onehot = k, None, None
         return dynamic_learners(x, k, self.w1, self.b1, self.w2, self.b2, self.activation, self.impl)
 
     def forward_k(self, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -99,7 +101,7 @@ class AcmModule(nn.Module):
         s = self.learner_outputs(x)  # [N, ..., Dout]
         y = torch.einsum("n...o,...n->...o", s, weights)
         self.last_k = onehot.detach().argmax(-1) + self.min_k
-        self.last_logits = logits
+        self.last_logits, self.last_onehot = logits, onehot
         return y + self.b2 if self.b2 is not None else y
 
     # --- costs (FLOPs per token; a multiply-add counts 2) -------------------------------
