@@ -11,3 +11,9 @@ class AcmCheckFailed(Exception):
     """A check ran and failed (verify beyond tolerance): exit code 1."""
 
     exit_code = 1
+
+
+class StopRequested(Exception):
+    """The user stopped a long run (Ctrl-C); its state on disk is consistent and resumable."""
+
+    exit_code = 130

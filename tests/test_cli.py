@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from acmtool.cli.main import cli
 
-COMMANDS = ["convert", "inspect", "demo"]
+COMMANDS = ["convert", "inspect", "eval", "demo"]
 
 
 def run(*args):

@@ -1,4 +1,5 @@
-"""acmtool convert MODEL: replace the model's dense blocks with ACMs and write the checkpoint."""
+"""acmtool convert MODEL: replace the model's dense blocks with ACMs; with --data, train them to
+the budget (distillation, gate pre-training, fine-tuning) and write the checkpoint and a report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ import click
 
 from acmtool.cli.main import cli
 from acmtool.cli.options import model_source_options, parse_model_args
+from acmtool.errors import AcmInputError
 
 
 def default_output(model: str) -> Path:
@@ -18,25 +20,70 @@ def default_output(model: str) -> Path:
 @click.argument("model")
 @model_source_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="The ACM checkpoint to write (default: NAME.acm.safetensors).")
+              help="The ACM checkpoint to write (default: NAME.acm.safetensors); the report goes beside it.")
+@click.option("--budget", type=float, default=None, help="Target fraction of learner compute, in (0, 1].")
+@click.option("--data", default=None, help="Training data: an image folder, .npz, .txt, fashion-mnist, fortunes.")
 @click.option("--learners", "num_learners", type=click.IntRange(min=1), default=4, show_default=True,
               help="N, the learners per ACM.")
 @click.option("--targets", type=click.Choice(["mlp", "mlp+attn"]), default="mlp", show_default=True,
               help="Convert MLPs only, or MLPs and attention projections.")
-def convert_cmd(model, weights, arch, model_args, trust_pickle, output, num_learners, targets):
-    """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an
-    ACM checkpoint, initialised from its weights."""
+@click.option("--static", is_flag=True, help="The static baseline: no gate, every token runs round(B*N) learners.")
+@click.option("--labels", is_flag=True, help="Add cross-entropy on the data's labels to the distillation loss.")
+@click.option("--distill-epochs", type=float, default=1.0, show_default=True)
+@click.option("--gate-epochs", type=float, default=0.5, show_default=True)
+@click.option("--finetune-epochs", type=float, default=1.0, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on the steps of each phase.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--distill-lr", type=float, default=3e-4, show_default=True)
+@click.option("--gate-lr", type=float, default=1e-3, show_default=True)
+@click.option("--finetune-lr", type=float, default=1e-4, show_default=True)
+@click.option("--tau", type=float, default=0.83, show_default=True, help="Gate label threshold.")
+@click.option("--max-samples", type=click.IntRange(min=2), default=None, help="Use a seeded subset of the data.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True,
+              help="Save the run's state this often (and after each phase).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
+def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, num_learners, targets,
+                static, labels, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
+                gate_lr, finetune_lr, tau, max_samples, val_fraction, seed, device, checkpoint_minutes, resume):
+    """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
+    checkpoint. With --data and --budget the ACMs are trained to the budget; without --data they are
+    only initialised from the original weights."""
+    out = Path(output) if output else default_output(model)
+    model_kwargs = parse_model_args(model_args)
+    if data is None:
+        if budget is not None or static or resume:
+            raise AcmInputError("--budget, --static and --resume train the ACMs and need --data")
+        return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets)
+    if budget is None:
+        raise AcmInputError("--data needs --budget: the fraction of learner compute to keep, in (0, 1]")
+    from acmtool.train.options import ConvertOptions
+    from acmtool.train.pipeline import convert, report_path
+    opts = ConvertOptions(
+        model=model, budget=budget, data=data, output=str(out), weights=weights, arch=arch, model_args=model_kwargs,
+        trust_pickle=trust_pickle, num_learners=num_learners, targets=targets, static=static, labels=labels,
+        distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
+        batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau,
+        max_samples=max_samples, val_fraction=val_fraction, seed=seed, device=device,
+        checkpoint_minutes=checkpoint_minutes, resume=resume)
+    report = convert(opts)
+    if report.get("validation"):
+        from acmtool.cli.eval_cmd import render_eval
+        click.echo(render_eval(report["validation"], "validation split"))
+        click.echo(f"wrote {out} and {report_path(out)}")
+
+
+def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets):
     from acmtool.config import AcmConfig
     from acmtool.convert.acmize import acmize_
     from acmtool.io.checkpoint import save
     from acmtool.io.sources import example_inputs, load_model
     from acmtool.report import render, summary
-
     config = AcmConfig(num_learners=num_learners, targets=targets)
-    out = Path(output) if output else default_output(model)
-    loaded = load_model(model, weights=weights, arch=arch, trust_pickle=trust_pickle,
-                        model_kwargs=parse_model_args(model_args))
+    loaded = load_model(model, weights=weights, arch=arch, trust_pickle=trust_pickle, model_kwargs=model_kwargs)
     acmize_(loaded.model, config, example_inputs=example_inputs(loaded.model, loaded.spec))
     save(loaded.model, out, source=loaded.spec)
     click.echo(render(summary(loaded.model, loaded.model.acmtool_info)))
-    click.echo(f"\nwrote {out}")
+    click.echo(f"\nwrote {out} (initialised only: train it with --budget and --data)")

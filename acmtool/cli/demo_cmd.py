@@ -1,26 +1,21 @@
 """acmtool demo: the main job on a built-in default."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
 
 from acmtool.cli.main import cli
 
-DEMO_MODEL = "timm:vit_tiny_patch16_224"
-
 
 @cli.command("demo")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Where to write the demo's files (default: a temporary folder).")
-def demo_cmd(output_dir):
-    """Convert a default timm ViT (random weights; nothing is downloaded) and inspect it."""
-    from acmtool.cli.convert_cmd import convert_cmd
-    from acmtool.cli.inspect_cmd import inspect_cmd
-    folder = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="acmtool-demo-"))
-    ckpt = folder / "vit_tiny.acm.safetensors"
-    click.echo(f"== acmtool convert {DEMO_MODEL} -o {ckpt}")
-    click.get_current_context().invoke(convert_cmd, model=DEMO_MODEL, output=str(ckpt))
-    click.echo(f"\n== acmtool inspect {ckpt}")
-    click.get_current_context().invoke(inspect_cmd, checkpoint=str(ckpt))
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default="acmtool-demo", show_default=True,
+              help="Where to write the demo's checkpoints and reports.")
+@click.option("--budget", type=float, default=0.5, show_default=True)
+def demo_cmd(output_dir, budget):
+    """Train a small ViT on Fashion-MNIST (cached after the first run), convert it at the budget,
+    and compare dense, ACM and the static baseline on the test set."""
+    from acmtool.demo.run import run_demo
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_demo(folder, budget=budget, log=click.echo)

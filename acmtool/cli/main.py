@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from acmtool._version import __version__
-from acmtool.errors import AcmCheckFailed, AcmInputError
+from acmtool.errors import AcmCheckFailed, AcmInputError, StopRequested
 
 
 class AcmGroup(click.Group):
@@ -17,6 +17,8 @@ class AcmGroup(click.Group):
         except (AcmInputError, AcmCheckFailed) as e:
             click.echo(f"acmtool: error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except StopRequested:
+            ctx.exit(130)  # interrupted on purpose; the run state says how to resume
 
 
 @click.group(cls=AcmGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,7 +28,7 @@ def cli():
 
 
 # The commands register themselves on `cli` when imported.
-from acmtool.cli import convert_cmd, demo_cmd, inspect_cmd  # noqa: E402,F401
+from acmtool.cli import convert_cmd, demo_cmd, eval_cmd, inspect_cmd  # noqa: E402,F401
 
 
 def main(argv=None):

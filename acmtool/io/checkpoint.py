@@ -17,6 +17,7 @@ from acmtool.config import AcmConfig
 from acmtool.convert.acmize import INFO_ATTR, acm_info, acmize_
 from acmtool.errors import AcmInputError
 from acmtool.io.atomic import atomic_path
+from acmtool.layers.control import apply_static_k
 from acmtool.io.sources import CHECKPOINT_FORMAT, build_from_spec, safetensors_metadata, user_spec
 
 FORMAT_VERSION = "1"
@@ -77,6 +78,8 @@ def load(path, model: Optional[nn.Module] = None) -> nn.Module:
     except Exception as e:
         raise AcmInputError(f"{path}: the weights do not match the checkpoint's metadata: {_first_line(e)}") from None
     setattr(model, INFO_ATTR, info)
+    if info.get("static"):
+        apply_static_k(model, info["budget"])
     return model.eval()
 
 

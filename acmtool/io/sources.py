@@ -35,6 +35,7 @@ def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] =
         loaded = _timm(source[5:], model_kwargs or {})
         if weights:
             _load_state(loaded.model, _read_state_dict(Path(weights), trust_pickle), weights)
+            loaded.spec["weights"] = str(Path(weights).resolve())
         return loaded
     if weights:
         raise AcmInputError("--weights goes with a timm:NAME model; for files use MODEL itself (and --arch)")
@@ -77,6 +78,25 @@ def build_from_spec(spec: dict) -> nn.Module:
     raise AcmInputError(f"unknown model spec kind {kind!r} in the checkpoint")
 
 
+def load_original(spec: dict) -> nn.Module:
+    """The source model with its original weights (the teacher, for eval), from a checkpoint's spec."""
+    kind = spec.get("kind")
+    if kind == "timm":
+        model = _timm(spec["name"], spec.get("kwargs", {})).model
+        if spec.get("weights"):
+            path = Path(spec["weights"])
+            if not path.is_file():
+                raise AcmInputError(f"the original weights {path} are gone; they are needed to compare against")
+            _load_state(model, _read_state_dict(path, False), str(path))
+        return model
+    if kind == "hf":
+        if not spec.get("path") or not Path(spec["path"]).is_dir():
+            raise AcmInputError(f"the original Hugging Face folder {spec.get('path')} is gone; it is needed to "
+                                f"compare against")
+        return _hf_folder(Path(spec["path"]), with_weights=True).model
+    return build_from_spec(spec)
+
+
 def user_spec(model: nn.Module) -> dict:
     cls = type(model)
     if hasattr(model, "config") and type(model).__module__.startswith("transformers."):
@@ -94,7 +114,9 @@ def _timm(name: str, kwargs: dict) -> LoadedModel:
         raise AcmInputError(f"timm has no model {name!r}; list them with python -c \"import timm; "
                             f"print(timm.list_models('*vit*'))\"")
     try:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        with torch.random.fork_rng(devices=[]):  # timm:NAME without weights is the same model every time
+            torch.manual_seed(0)
+            model = timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as e:
         raise AcmInputError(f"timm model {name!r} does not take these arguments {kwargs}: {e}") from None
     return LoadedModel(model.eval(), {"kind": "timm", "name": name, "kwargs": kwargs})
@@ -166,6 +188,7 @@ def _with_arch(path: Path, arch: Optional[str], state: dict, trust_pickle: bool)
     else:
         raise AcmInputError(f"--arch {arch!r}: give timm:NAME or a Hugging Face model folder")
     _load_state(loaded.model, state, str(path))
+    loaded.spec["weights"] = str(path.resolve())
     return loaded
 
 

@@ -30,3 +30,9 @@ def set_impl(model: nn.Module, impl: str) -> nn.Module:
     for _, m in acm_modules(model):
         m.impl = impl
     return model
+
+
+def apply_static_k(model: nn.Module, budget: float) -> None:
+    """The static baseline: no gate; every token runs round(budget * N) learners (within [min_k, N])."""
+    for _, m in acm_modules(model):
+        m.forced_k = max(m.min_k, min(m.num_learners, round(budget * m.num_learners)))

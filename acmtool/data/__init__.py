@@ -1,0 +1,94 @@
+"""DATA for the conversion pipeline: a folder of images, a .npz, a text file, or a named dataset.
+
+    data = load_data(source, model, spec, val_fraction=0.1, seed=0, max_samples=None)
+    loader = DataLoader(data.train, batch_size=32, collate_fn=data.collate)
+    for inputs, labels in loader: model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+Cheap to import: torchvision, timm and transformers load inside the loaders that need them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Subset
+
+from acmtool.data.split import split_indices, subset_indices
+from acmtool.data.task_data import Loaded, PadCollate, StackCollate, TaskData
+from acmtool.errors import AcmInputError
+
+NAMED_DATASETS = ("fashion-mnist", "fortunes")
+FILE_KINDS = "a folder of images (class subfolders give labels), a .npz with x (and y), a .txt file"
+
+__all__ = ["NAMED_DATASETS", "PadCollate", "StackCollate", "TaskData", "load_data", "split_indices",
+           "subset_indices"]
+
+
+def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: float = 0.1, seed: int = 0,
+              max_samples: Optional[int] = None, text_max_length: int = 128) -> TaskData:
+    """Read DATA for `model` (built from `spec`, see acmtool.io.sources), split it seeded into train
+    and val. Every problem with the input is an AcmInputError raised before the data is processed."""
+    _check_options(val_fraction, seed, max_samples, text_max_length)
+    loaded = _load(str(source), model, spec or {}, max_samples, seed, text_max_length)
+    if len(loaded.dataset) == 0:
+        raise AcmInputError(f"{source}: no samples in it")
+    train, val = split_indices(len(loaded.dataset), val_fraction, seed)
+    return TaskData(train=Subset(loaded.dataset, train), val=Subset(loaded.dataset, val),
+                    num_classes=loaded.num_classes, class_names=loaded.class_names, kind=loaded.kind,
+                    source=str(source), collate=loaded.collate, test=loaded.test)
+
+
+def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_length: int) -> Loaded:
+    name = source.strip().lower()
+    if name == "fashion-mnist":
+        from acmtool.data.named import fashion_mnist
+        return fashion_mnist(model, spec, max_samples, seed)
+    if name == "fortunes":
+        from acmtool.data.named import fortunes
+        return fortunes(model, spec, max_samples, seed, text_max_length)
+    path = Path(source).expanduser()
+    if not path.exists():
+        if "/" not in source and not path.suffix:  # looks like a dataset name, not a path
+            raise AcmInputError(f"unknown dataset {source!r}; the named datasets are "
+                                f"{', '.join(NAMED_DATASETS)}; or give {FILE_KINDS}")
+        raise AcmInputError(f"{source}: no such file or folder; give {FILE_KINDS}, or a named dataset "
+                            f"({', '.join(NAMED_DATASETS)})")
+    if path.is_dir():
+        from acmtool.data.images import load_folder
+        return load_folder(path, model, spec, max_samples, seed)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        from acmtool.data.arrays import load_npz
+        return load_npz(path, max_samples, seed)
+    if suffix == ".txt":
+        from acmtool.data.text import load_text_file
+        return load_text_file(path, model, spec, max_samples, seed, text_max_length)
+    raise AcmInputError(f"{source}: acmtool does not read {suffix or 'extension-less'} files as data; give "
+                        f"{FILE_KINDS}, or a named dataset ({', '.join(NAMED_DATASETS)})")
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise AcmInputError(f"{path}: not a regular file; give {FILE_KINDS}")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AcmInputError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
+    if size == 0:
+        raise AcmInputError(f"{path}: the file is empty")
+
+
+def _check_options(val_fraction: float, seed: int, max_samples, text_max_length: int) -> None:
+    if not 0 <= val_fraction < 1:
+        raise AcmInputError(f"val_fraction {val_fraction}: must be at least 0 and below 1")
+    if max_samples is not None and (isinstance(max_samples, bool) or int(max_samples) != max_samples
+                                    or max_samples < 1):
+        raise AcmInputError(f"max_samples {max_samples}: must be a positive whole number")
+    if text_max_length < 2:
+        raise AcmInputError(f"text_max_length {text_max_length}: must be at least 2 (room for the special tokens)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise AcmInputError(f"seed {seed!r}: must be a whole number >= 0")

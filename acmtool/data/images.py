@@ -1,0 +1,93 @@
+"""A folder of images: class subfolders give the labels (sorted names), loose images none."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from acmtool.data.preprocess import ImagePrep, image_prep
+from acmtool.data.split import subset_indices
+from acmtool.data.task_data import Loaded, StackCollate
+from acmtool.errors import AcmInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith(".")
+
+
+def _visible_dirs(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_images(folder: Path) -> tuple[list, list, Optional[list]]:
+    """(paths, labels, class names). Labels are -1 and class names None for a flat folder."""
+    loose = sorted(p for p in folder.iterdir() if _is_image(p))
+    dirs = _visible_dirs(folder)
+    class_dirs = [d for d in dirs if any(_is_image(p) for p in d.rglob("*"))]
+    if class_dirs and len(class_dirs) < len(dirs):
+        # Left out, so the labels are the indices among the folders that hold images.
+        empty = ", ".join(d.name for d in dirs if d not in class_dirs)
+        warnings.warn(f"{folder}: subfolders without images are not classes: {empty}", stacklevel=3)
+    if class_dirs and loose:
+        raise AcmInputError(f"{folder} holds both class subfolders and loose images ({loose[0].name}, ...); "
+                            f"move the loose images into a class folder or elsewhere")
+    if loose:
+        return loose, [-1] * len(loose), None
+    if not class_dirs:
+        raise AcmInputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its class subfolders")
+    paths, labels = [], []
+    for label, d in enumerate(class_dirs):
+        files = sorted(p for p in d.rglob("*") if _is_image(p) and not _hidden_below(p, d))
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels, [d.name for d in class_dirs]
+
+
+def _hidden_below(path: Path, top: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(top).parts)
+
+
+def check_readable(paths: list) -> None:
+    """Open each image's header (cheap, no decoding) so a bad file stops the run before training."""
+    from PIL import Image, UnidentifiedImageError
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.size
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise AcmInputError(f"{p}: not a readable image ({type(e).__name__}); remove or replace it") from None
+
+
+class ImageFiles(Dataset):
+    """Images decoded on access, through the model's preprocessing."""
+
+    def __init__(self, paths: list, labels: list, prep: ImagePrep):
+        self.paths, self.labels, self.prep = list(paths), list(labels), prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+        try:
+            with Image.open(self.paths[i]) as im:
+                x = self.prep(im)
+        except OSError as e:  # truncated or corrupt pixel data that the header check let through
+            raise AcmInputError(f"{self.paths[i]}: the image could not be decoded ({e}); remove or replace it") \
+                from None
+        return x, self.labels[i]
+
+
+def load_folder(folder: Path, model, spec: dict, max_samples: Optional[int], seed: int) -> Loaded:
+    paths, labels, class_names = list_images(folder)
+    prep = image_prep(model, spec)
+    keep = subset_indices(len(paths), max_samples, seed)
+    paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+    check_readable(paths)
+    num_classes = len(class_names) if class_names else None
+    return Loaded(ImageFiles(paths, labels, prep), num_classes, class_names, "image", StackCollate())

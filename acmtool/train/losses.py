@@ -1,0 +1,90 @@
+"""The losses of the three phases (DESIGN.md "Conversion pipeline", after the ACM paper)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from acmtool.layers.acm import AcmModule
+
+
+def prefix_distillation_loss(acm: AcmModule, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over k = max(min_k, 1)..N of MSE(h(z, k), f(z)), scaled by the target's variance so
+    blocks of any magnitude weigh alike. Learner i is in every prefix k > i, so it learns from all
+    of them, not only its own."""
+    prefixes = acm.forward_prefixes(z)[max(acm.min_k, 1):]  # [K, T, Dout]
+    scale = target.pow(2).mean().clamp(min=1e-8)
+    return (prefixes - target.unsqueeze(0)).pow(2).mean() / scale
+
+
+@torch.no_grad()
+def gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, tau: float) -> torch.Tensor:
+    """Per token: the smallest k after which one more learner no longer cuts the error to below
+    tau times what it was. Returned as a choice index (k - min_k)."""
+    prefixes = acm.forward_prefixes(z)[acm.min_k:]  # [C, T, Dout], k = min_k..N
+    err = (prefixes - target.unsqueeze(0)).pow(2).mean(-1)  # [C, T]
+    improves = err[1:] < tau * err[:-1]  # [C-1, T]: going from choice c to c+1 helps enough
+    # the first c where the next learner does not help enough; C-1 (all learners) when each helps
+    stop = ~improves
+    stop = torch.cat([stop, torch.ones_like(stop[:1])], 0)
+    return stop.float().argmax(0)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) on softened logits."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                    log_target=True, reduction="batchmean") * t * t
+
+
+def embedding_distillation_loss(student_hidden, teacher_hidden, student_emb, teacher_emb, mask=None):
+    """For models without a head: MSE on the final hidden states (scaled by their variance, real
+    tokens only) plus 1 - cosine of the pooled embeddings."""
+    cos = 1 - F.cosine_similarity(student_emb, teacher_emb, dim=-1).mean()
+    if student_hidden is None:
+        return cos
+    diff = (student_hidden - teacher_hidden).pow(2).mean(-1)
+    scale = teacher_hidden.pow(2).mean().clamp(min=1e-8)
+    if mask is not None:
+        m = mask.to(diff.dtype)
+        mse = (diff * m).sum() / m.sum().clamp(min=1)
+    else:
+        mse = diff.mean()
+    return mse / scale + cos
+
+
+def gate_choice_probs(acm: AcmModule) -> torch.Tensor:
+    return F.softmax(acm.last_logits.reshape(-1, acm.last_logits.shape[-1]), -1)
+
+
+def batch_budget(acms: list[AcmModule], onehots: list[torch.Tensor]) -> torch.Tensor:
+    """beta of this batch from the straight-through one-hots, so its gradient reaches the gates:
+    the mean of k / N, each ACM weighted by its full learner FLOPs."""
+    num, den = 0.0, 0.0
+    for acm, onehot in zip(acms, onehots):
+        ks = torch.arange(onehot.shape[-1], device=onehot.device, dtype=onehot.dtype) + acm.min_k
+        k = (onehot.reshape(-1, onehot.shape[-1]) * ks).sum(-1)  # per token
+        w = acm.flops_at(acm.num_learners)
+        num = num + w * (k.mean() / acm.num_learners)
+        den += w
+    return num / den
+
+
+def budget_loss(beta: torch.Tensor, target: float) -> torch.Tensor:
+    return (beta - target) ** 2
+
+
+def entropy_loss(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Mean per-token entropy of the gates' choices (normalised to [0, 1]): low means decisive."""
+    terms = [-(p * p.clamp(min=1e-9).log()).sum(-1).mean() / torch.log(torch.tensor(float(p.shape[-1])))
+             for p in probs]
+    return torch.stack(terms).mean()
+
+
+def diversity_loss(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Minus the entropy of each gate's batch-mean choice distribution (normalised): low when
+    the tokens of a batch spread over several k instead of all taking the same one."""
+    terms = []
+    for p in probs:
+        mean = p.mean(0)
+        terms.append((mean * mean.clamp(min=1e-9).log()).sum() / torch.log(torch.tensor(float(p.shape[-1]))))
+    return torch.stack(terms).mean()

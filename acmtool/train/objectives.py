@@ -1,0 +1,93 @@
+"""The three phases' objectives as modules, so that DistributedDataParallel can wrap them."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from acmtool.io.call import hidden_states, main_output, run_model
+from acmtool.layers.acm import AcmModule
+from acmtool.train.losses import (
+    batch_budget,
+    budget_loss,
+    diversity_loss,
+    embedding_distillation_loss,
+    entropy_loss,
+    gate_choice_probs,
+    gate_labels,
+    kd_loss,
+    prefix_distillation_loss,
+)
+
+
+def _acm_dict(acms: dict[str, AcmModule]) -> nn.ModuleDict:
+    return nn.ModuleDict({name.replace(".", "/"): m for name, m in acms.items()})
+
+
+class DistillObjective(nn.Module):
+    """Phase 1: every prefix h(z, k) of every ACM towards the original block's output f(z)."""
+
+    def __init__(self, acms: dict[str, AcmModule]):
+        super().__init__()
+        self.acms = _acm_dict(acms)
+
+    def forward(self, captures: dict) -> torch.Tensor:
+        losses = [prefix_distillation_loss(self.acms[n.replace(".", "/")], z, y) for n, (z, y) in captures.items()]
+        return torch.stack(losses).mean()
+
+
+class GateObjective(nn.Module):
+    """Phase 2: each gate learns the tau labels by cross-entropy; learners frozen."""
+
+    def __init__(self, acms: dict[str, AcmModule], tau: float):
+        super().__init__()
+        self.acms = _acm_dict(acms)
+        self.tau = tau
+
+    def forward(self, captures: dict) -> tuple[torch.Tensor, float]:
+        losses, accs = [], []
+        for n, (z, y) in captures.items():
+            acm = self.acms[n.replace(".", "/")]
+            labels = gate_labels(acm, z, y, self.tau)
+            logits = acm.gate(z)
+            losses.append(F.cross_entropy(logits, labels))
+            accs.append((logits.argmax(-1) == labels).float().mean())
+        return torch.stack(losses).mean(), float(torch.stack(accs).mean().detach())
+
+
+class FinetuneObjective(nn.Module):
+    """Phase 3: the task loss (distillation from the frozen original; + cross-entropy with labels)
+    plus the budget, entropy and diversity losses on the gates' choices."""
+
+    def __init__(self, student: nn.Module, acms: dict[str, AcmModule], target: Optional[float],
+                 weights: tuple[float, float, float], use_labels: bool):
+        super().__init__()
+        self.student = student
+        self.acm_list = list(acms.values())
+        self.target = target  # None: a static model, no gate losses
+        self.w_budget, self.w_entropy, self.w_diversity = weights
+        self.use_labels = use_labels
+
+    def forward(self, inputs, labels: torch.Tensor, teacher_out) -> tuple[torch.Tensor, dict]:
+        out = run_model(self.student, inputs)
+        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        kind, s_main = main_output(out, mask)
+        _, t_main = main_output(teacher_out, mask)
+        if kind == "logits":
+            task = kd_loss(s_main, t_main)
+            if self.use_labels and (labels >= 0).any():
+                task = task + F.cross_entropy(s_main[labels >= 0], labels[labels >= 0])
+        else:
+            task = embedding_distillation_loss(hidden_states(out), hidden_states(teacher_out), s_main, t_main, mask)
+        stats = {"task": float(task.detach())}
+        loss = task
+        if self.target is not None:
+            used = [a for a in self.acm_list if a.last_onehot is not None]
+            beta = batch_budget(used, [a.last_onehot for a in used])
+            probs = [gate_choice_probs(a) for a in used]
+            loss = (loss + self.w_budget * budget_loss(beta, self.target)
+                    + self.w_entropy * entropy_loss(probs) + self.w_diversity * diversity_loss(probs))
+            stats["budget"] = float(beta.detach())
+        return loss, stats

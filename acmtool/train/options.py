@@ -1,0 +1,60 @@
+"""ConvertOptions: everything `acmtool convert` with --data takes, checked before any work."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+from acmtool.errors import AcmInputError
+
+
+@dataclass
+class ConvertOptions:
+    model: str
+    budget: float
+    data: str
+    output: str
+    weights: Optional[str] = None
+    arch: Optional[str] = None
+    model_args: Optional[dict] = None
+    trust_pickle: bool = False
+    num_learners: int = 4
+    targets: str = "mlp"
+    static: bool = False
+    labels: bool = False
+    distill_epochs: float = 1.0
+    gate_epochs: float = 0.5
+    finetune_epochs: float = 1.0
+    max_steps: Optional[int] = None  # caps every phase (quick runs and tests)
+    batch_size: int = 32
+    distill_lr: float = 3e-4
+    gate_lr: float = 1e-3
+    finetune_lr: float = 1e-4
+    tau: float = 0.83
+    gumbel_tau: float = 0.8
+    budget_weight: float = 0.1
+    entropy_weight: float = 0.05
+    diversity_weight: float = 0.05
+    val_fraction: float = 0.1
+    max_samples: Optional[int] = None
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_minutes: float = 5.0
+    resume: bool = False
+    workers: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.budget <= 1:
+            raise AcmInputError(f"--budget must lie in (0, 1]: the fraction of learner compute to keep; got {self.budget}")
+        for name in ("distill_epochs", "gate_epochs", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise AcmInputError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.batch_size < 1:
+            raise AcmInputError("--batch-size must be positive")
+        if not 0 < self.tau < 1:
+            raise AcmInputError(f"--tau must lie in (0, 1); got {self.tau}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise AcmInputError("--max-steps must be positive")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,249 @@
+"""`acmtool convert --data`: load, convert, distil, pre-train the gates, fine-tune to the budget,
+calibrate the budget, evaluate, write the checkpoint and the report. Resumable after each phase
+and every few minutes; under torchrun it trains with DistributedDataParallel."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from acmtool.config import AcmConfig
+from acmtool.convert.acmize import acmize_
+from acmtool.errors import AcmInputError, StopRequested
+from acmtool.io.atomic import atomic_path
+from acmtool.io.call import main_output, run_model
+from acmtool.io.checkpoint import save
+from acmtool.io.sources import example_inputs, load_model
+from acmtool.layers.acm import acm_modules
+from acmtool.layers.control import apply_static_k
+from acmtool.train.calibrate_budget import calibrate_budget
+from acmtool.train.capture import SiteCapture
+from acmtool.train.distributed import DistContext, barrier, init_distributed
+from acmtool.train.evaluate import evaluate
+from acmtool.train.loop import GracefulStop, run_phase, to_device
+from acmtool.train.objectives import DistillObjective, FinetuneObjective, GateObjective
+from acmtool.train.options import ConvertOptions
+from acmtool.train.run_state import RunState
+
+CALIBRATION_BATCHES = 8
+
+
+def run_folder(output: Path) -> Path:
+    return output.with_name(output.name + ".run")
+
+
+def _wrap(module: nn.Module, ctx: DistContext) -> nn.Module:
+    if not ctx.enabled:
+        return module
+    return DistributedDataParallel(module, find_unused_parameters=True)
+
+
+def _set_trainable(params_on: list, params_off: list) -> None:
+    for p in params_off:
+        p.requires_grad_(False)
+    for p in params_on:
+        p.requires_grad_(True)
+
+
+def _learner_params(acms: dict) -> list:
+    return [p for m in acms.values() for n, p in m.named_parameters() if not n.startswith("gate.")]
+
+
+def _gate_params(acms: dict) -> list:
+    return [p for m in acms.values() for p in m.gate.parameters()]
+
+
+class Pipeline:
+    def __init__(self, opts: ConvertOptions):
+        self.opts = opts
+        self.started = time.time()
+        self.ctx = init_distributed(opts.device)
+        self.out = Path(opts.output)
+        self.run = RunState(run_folder(self.out), opts.to_dict(), enabled=self.ctx.is_main)
+
+    def log(self, msg: str) -> None:
+        if self.ctx.is_main:
+            print(msg, flush=True)
+
+    # --- set-up ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        from acmtool.data import load_data
+        o = self.opts
+        if o.resume and not self.run.exists():
+            raise AcmInputError(f"--resume: no interrupted run in {self.run.folder}")
+        if not o.resume and self.run.exists():
+            raise AcmInputError(f"an interrupted run is in {self.run.folder}: pass --resume to continue it, or "
+                                f"delete that folder to start again")
+        loaded = load_model(o.model, weights=o.weights, arch=o.arch, trust_pickle=o.trust_pickle,
+                            model_kwargs=o.model_args)
+        self.spec = loaded.spec
+        self.data = load_data(o.data, loaded.model, loaded.spec, val_fraction=o.val_fraction, seed=o.seed,
+                              max_samples=o.max_samples)
+        if o.labels and self.data.num_classes is None:
+            raise AcmInputError(f"--labels: {o.data} has no labels")
+        if o.resume:
+            self.run.load()
+        torch.manual_seed(o.seed)
+        dev = self.ctx.device
+        self.teacher = copy.deepcopy(loaded.model).eval().requires_grad_(False).to(dev)
+        self.student = loaded.model.to(dev)
+        sampler = DistributedSampler(self.data.train, seed=o.seed) if self.ctx.enabled else None
+        g = torch.Generator().manual_seed(o.seed)
+        self.train_loader = DataLoader(self.data.train, batch_size=o.batch_size, shuffle=sampler is None,
+                                       sampler=sampler, collate_fn=self.data.collate, drop_last=len(self.data.train) > o.batch_size,
+                                       num_workers=o.workers, generator=g)
+        self.val_loader = DataLoader(self.data.val, batch_size=o.batch_size, collate_fn=self.data.collate,
+                                     num_workers=o.workers)
+        # a fixed, unsharded set of training batches: every rank calibrates on the same tokens
+        calib = DataLoader(self.data.train, batch_size=o.batch_size, shuffle=True, collate_fn=self.data.collate,
+                           generator=torch.Generator().manual_seed(o.seed + 1))
+        self.calib_batches = [x for _, (x, _) in zip(range(CALIBRATION_BATCHES), calib)]
+        if o.labels:
+            self._check_label_count()
+        config = AcmConfig(num_learners=o.num_learners, targets=o.targets, gumbel_tau=o.gumbel_tau)
+        example = example_inputs(self.student, self.spec)
+        acmize_(self.student, config, calibration=None if o.resume else [to_device(b, dev) for b in self.calib_batches],
+                example_inputs=to_device(example, dev) if example is not None else None, init=not o.resume)
+        if o.resume:
+            self.student.load_state_dict(self.run.data["model"])
+            self.log(f"resuming from {self.run.folder} (done: {', '.join(self.run.data['done']) or 'nothing'}; "
+                     f"{self.run.data['phase'] or 'next phase'} at step {self.run.data['step']})")
+        self.acms = dict(acm_modules(self.student))
+        self.capture = SiteCapture(self.teacher, self.student, o.targets)
+
+    @torch.no_grad()
+    def _check_label_count(self) -> None:
+        kind, out = main_output(run_model(self.teacher, to_device(self.calib_batches[0], self.ctx.device)))
+        if kind != "logits" or out.shape[-1] != self.data.num_classes:
+            got = f"{out.shape[-1]} outputs" if kind == "logits" else "no classifier head"
+            raise AcmInputError(f"--labels: {self.opts.data} has {self.data.num_classes} classes but the model has "
+                                f"{got}")
+
+    def steps(self, epochs: float) -> int:
+        n = math.ceil(epochs * len(self.train_loader)) if epochs > 0 else 0
+        return min(n, self.opts.max_steps) if self.opts.max_steps else n
+
+    # --- phases ----------------------------------------------------------------------------
+    def phase(self, name: str, epochs: float, lr: float, objective: nn.Module, step_fn, params: list,
+              stop: GracefulStop) -> None:
+        if self.run.is_done(name):
+            return
+        steps = self.steps(epochs)
+        history = {}
+        if steps:
+            history = run_phase(name, objective=step_fn, params=params, steps=steps, lr=lr,
+                                loader=self.train_loader, run_state=self.run, student=self.student, ctx=self.ctx,
+                                stop=stop, checkpoint_minutes=self.opts.checkpoint_minutes)
+        history["steps"] = steps
+        self.run.mark_done(name, history)
+        self.run.save(self.student.state_dict(), None, 0)
+        barrier(self.ctx)
+
+    def distill(self, stop) -> None:
+        _set_trainable(_learner_params(self.acms), _gate_params(self.acms))
+        obj = _wrap(DistillObjective(self.acms), self.ctx)
+
+        def step(batch):
+            _, caps = self.capture(to_device(batch[0], self.ctx.device))
+            return obj(caps), {}
+        self.phase("distill", self.opts.distill_epochs, self.opts.distill_lr, obj, step,
+                   _learner_params(self.acms), stop)
+
+    def pretrain_gates(self, stop) -> None:
+        _set_trainable(_gate_params(self.acms), _learner_params(self.acms))
+        obj = _wrap(GateObjective(self.acms, self.opts.tau), self.ctx)
+
+        def step(batch):
+            _, caps = self.capture(to_device(batch[0], self.ctx.device))
+            loss, acc = obj(caps)
+            return loss, {"gate_acc": acc}
+        self.phase("gates", self.opts.gate_epochs, self.opts.gate_lr, obj, step, _gate_params(self.acms), stop)
+
+    def finetune(self, stop) -> None:
+        o = self.opts
+        static = o.static
+        params = [p for n, p in self.student.named_parameters() if not (static and ".gate." in f".{n}")]
+        _set_trainable(params, [p for p in self.student.parameters() if all(p is not q for q in params)])
+        obj = FinetuneObjective(self.student, self.acms, None if static else o.budget,
+                                (o.budget_weight, o.entropy_weight, o.diversity_weight), o.labels)
+        wrapped = _wrap(obj, self.ctx)
+        # the rest of the model stays in eval mode (no dropout: the student imitates the teacher);
+        # ACMs train, so their gates sample with Gumbel noise
+        self.student.eval()
+        for m in self.acms.values():
+            m.train(not static)
+
+        def step(batch):
+            inputs = to_device(batch[0], self.ctx.device)
+            with torch.no_grad():
+                teacher_out = run_model(self.teacher, inputs)
+            return wrapped(inputs, batch[1].to(self.ctx.device), teacher_out)
+        try:
+            self.phase("finetune", o.finetune_epochs, o.finetune_lr, wrapped, step, params, stop)
+        finally:
+            self.student.eval()
+
+    # --- the whole job -----------------------------------------------------------------------
+    def __call__(self) -> dict:
+        o = self.opts
+        self.prepare()
+        with GracefulStop() as stop:
+            try:
+                self.distill(stop)
+                if o.static:
+                    apply_static_k(self.student, o.budget)
+                else:
+                    self.pretrain_gates(stop)
+                self.finetune(stop)
+            except StopRequested:
+                self.log(f"stopped; the run is saved in {self.run.folder}. Resume with the same command and --resume")
+                raise
+        self.student.eval()
+        calibration = None
+        if not o.static:
+            calibration = calibrate_budget(self.student, self.calib_batches, o.budget, self.ctx.device)
+        report = self.report(calibration)
+        if self.ctx.is_main:
+            self.write(report)
+        barrier(self.ctx)
+        return report
+
+    def report(self, calibration) -> dict:
+        o = self.opts
+        profile = self.student.acmtool_info.get("flops_profile")
+        validation = {}
+        if self.ctx.is_main:
+            validation, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
+                                     probe_loader=self.train_loader if self.data.num_classes else None)
+        return {"model": o.model, "data": o.data, "budget_target": o.budget, "static": o.static,
+                "options": {"seed": o.seed, "val_fraction": o.val_fraction, "max_samples": o.max_samples},
+                "targets": o.targets, "num_learners": o.num_learners, "processes": self.ctx.world,
+                "phases": self.run.data.get("history", {}), "budget_calibration": calibration,
+                "validation": validation, "wall_time_s": time.time() - self.started}
+
+    def write(self, report: dict) -> None:
+        info = self.student.acmtool_info
+        info["budget"] = self.opts.budget
+        info["static"] = self.opts.static
+        info["report"] = report
+        save(self.student.cpu(), self.out, source=self.spec)
+        with atomic_path(report_path(self.out)) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        shutil.rmtree(self.run.folder, ignore_errors=True)
+
+
+def report_path(output: Path) -> Path:
+    name = output.name.removesuffix(".safetensors").removesuffix(".acm")
+    return output.with_name(name + ".report.json")
+
+
+def convert(opts: ConvertOptions) -> dict:
+    return Pipeline(opts)()

@@ -1,0 +1,173 @@
+"""The conversion pipeline end to end on a tiny model, in seconds: phases, budget, report,
+static baseline, resume, Ctrl-C, bad input, eval, torchrun with 2 processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import acmtool
+from acmtool.errors import AcmInputError, StopRequested
+from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
+from acmtool.train.options import ConvertOptions
+from acmtool.train.pipeline import convert, report_path, run_folder
+
+TINY = "timm:vit_tiny_patch16_224"
+TINY_ARGS = {"img_size": 16, "in_chans": 1, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2,
+             "num_classes": 4, "mlp_ratio": 4}
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    """Images whose class decides where a bright square sits: learnable, labelled, 400 samples."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    x = rng.normal(0, 0.3, (400, 1, 16, 16)).astype(np.float32)
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 2)
+        x[i, 0, r * 8:(r + 1) * 8, col * 8:(col + 1) * 8] += 1.0
+    path = tmp_path_factory.mktemp("data") / "squares.npz"
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def options(npz, out, **kw):
+    base = dict(model=TINY, model_args=TINY_ARGS, budget=0.5, data=npz, output=str(out), max_steps=6,
+                batch_size=32, distill_epochs=1, gate_epochs=1, finetune_epochs=1, checkpoint_minutes=60)
+    base.update(kw)
+    return ConvertOptions(**base)
+
+
+def test_end_to_end(tmp_path, npz):
+    out = tmp_path / "tiny.acm.safetensors"
+    report = convert(options(npz, out))
+    assert out.is_file() and report_path(out).is_file() and not run_folder(out).exists()
+    saved = json.loads(report_path(out).read_text())
+    assert saved["budget_target"] == 0.5 and set(saved["phases"]) == {"distill", "gates", "finetune"}
+    assert all(saved["phases"][p]["steps"] == 6 for p in saved["phases"])
+    assert abs(report["budget_calibration"]["budget"] - 0.5) <= 0.03
+    val = report["validation"]
+    assert val["task"] == "classification" and 0 <= val["student_accuracy"] <= 1
+    assert abs(val["achieved_budget"] - 0.5) <= 0.1  # 40 validation images: the calibration set is larger
+    layers = val["per_layer"]
+    assert set(layers) == {"blocks.0.mlp", "blocks.1.mlp"}
+    assert all(sum(v["histogram"]) == 40 * 17 for v in layers.values())  # 16 patches + class token
+    assert 0 < val["flops"]["ratio"] < 1
+    model = acmtool.load(out)
+    assert model.acmtool_info["budget"] == 0.5 and model.acmtool_info["report"]["validation"] == val
+    again = evaluate_checkpoint(out, npz)
+    assert again["achieved_budget"] == pytest.approx(val["achieved_budget"])
+    assert again["student_accuracy"] == pytest.approx(val["student_accuracy"])
+
+
+def test_static_baseline(tmp_path, npz):
+    out = tmp_path / "static.acm.safetensors"
+    report = convert(options(npz, out, static=True, budget=0.25))
+    assert "gates" not in report["phases"] and report["budget_calibration"] is None
+    assert report["validation"]["achieved_budget"] == pytest.approx(0.25)
+    model = acmtool.load(out)
+    assert all(m.forced_k == 1 for _, m in acmtool.layers.acm_modules(model))
+
+
+def test_bad_input_fails_before_work(tmp_path, npz):
+    for budget in (0, -0.5, 1.5):
+        with pytest.raises(AcmInputError, match="--budget must lie in"):
+            options(npz, tmp_path / "x.safetensors", budget=budget)
+    with pytest.raises(AcmInputError, match="no such file"):
+        convert(options(str(tmp_path / "missing.npz"), tmp_path / "x.safetensors"))
+    assert not any(tmp_path.iterdir())
+
+
+class StopAfter:
+    """A GracefulStop that 'receives Ctrl-C' after n steps."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    def __call__(self):
+        outer = self
+
+        class Stop:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+
+            @property
+            def requested(self):
+                outer.calls += 1
+                return outer.calls > outer.n
+        return Stop()
+
+
+def test_interrupt_then_resume(tmp_path, npz, monkeypatch):
+    out = tmp_path / "r.acm.safetensors"
+    monkeypatch.setattr("acmtool.train.pipeline.GracefulStop", StopAfter(8))  # in the gate phase
+    with pytest.raises(StopRequested):
+        convert(options(npz, out))
+    assert not out.exists() and run_folder(out).is_dir()
+    state = torch.load(run_folder(out) / "state.pt", weights_only=True)
+    assert state["done"] == ["distill"] and state["phase"] == "gates" and state["step"] == 3
+    monkeypatch.undo()
+    with pytest.raises(AcmInputError, match="--resume"):
+        convert(options(npz, out))  # a run is there: refuse to overwrite it silently
+    with pytest.raises(AcmInputError, match="other options"):
+        convert(options(npz, out, resume=True, budget=0.25))
+    report = convert(options(npz, out, resume=True))
+    assert report["phases"]["gates"]["steps"] == 6 and out.is_file() and not run_folder(out).exists()
+    with pytest.raises(AcmInputError, match="no interrupted run"):
+        convert(options(npz, out, resume=True))
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "acmtool", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **kw)
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path, npz):
+    out = tmp_path / "c.acm.safetensors"
+    args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget", "0.5", "--data", npz, "-o", str(out),
+            "--distill-epochs", "400", "--max-steps", "100000", "--gate-epochs", "0.1", "--finetune-epochs", "0.1"]
+    p = _cli(*args)
+    deadline = time.time() + 120
+    seen = ""
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        seen += line
+        if "distill" in line or "distill" in seen[-2000:]:
+            break
+    time.sleep(2)
+    p.send_signal(signal.SIGINT)
+    rest, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, seen + rest
+    assert "--resume" in rest and not out.exists()
+    state = torch.load(run_folder(out) / "state.pt", weights_only=True)
+    assert state["phase"] == "distill" and state["step"] > 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_torchrun_two_processes_matches_one(tmp_path, npz):
+    args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget", "0.5", "--data", npz,
+            "--max-steps", "12", "--batch-size", "16"]
+    single = subprocess.run([sys.executable, "-m", "acmtool", *args, "-o", str(tmp_path / "one.acm.safetensors")],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stdout + single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
+                "-m", "acmtool"]
+    double = subprocess.run([*torchrun, *args, "-o", str(tmp_path / "two.acm.safetensors")],
+                            capture_output=True, text=True, timeout=600)
+    assert double.returncode == 0, double.stdout + double.stderr
+    one = json.loads(report_path(tmp_path / "one.acm.safetensors").read_text())
+    two = json.loads(report_path(tmp_path / "two.acm.safetensors").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert abs(one["validation"]["achieved_budget"] - two["validation"]["achieved_budget"]) <= 0.05
+    assert abs(one["validation"]["student_accuracy"] - two["validation"]["student_accuracy"]) <= 0.1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["one.acm.safetensors", "one.report.json", "two.acm.safetensors", "two.report.json"])
