@@ -1,0 +1,1 @@
+"""Training: the three phases of the conversion pipeline, evaluation, resume, torchrun."""
