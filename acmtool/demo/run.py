@@ -16,26 +16,36 @@ BUDGET = 0.5
 PHASES = {"distill_epochs": 0.5, "gate_epochs": 0.25, "finetune_epochs": 1.0, "batch_size": 64}
 
 
+def convert_and_eval(folder: Path, weights: Path, budget: float, static: bool, log=print) -> dict:
+    """One conversion of the dense Fashion-MNIST ViT, evaluated on the test set."""
+    name = "static" if static else "acm"
+    out = folder / f"fashion-vit-{name}-{budget}.acm.safetensors"
+    log(f"\n== acmtool convert {MODEL} --weights {weights} --budget {budget} --data fashion-mnist"
+        f"{' --static' if static else ''} -o {out}")
+    convert(ConvertOptions(model=MODEL, weights=str(weights), model_args=MODEL_ARGS, budget=budget,
+                           data="fashion-mnist", output=str(out), static=static,
+                           resume=run_folder(out).exists(), **PHASES))
+    log(f"== acmtool eval {out} --data fashion-mnist --split test")
+    return evaluate_checkpoint(out, "fashion-mnist", split="test")
+
+
+def comparison_rows(results: dict) -> list:
+    """[model, accuracy %, budget, FLOPs vs dense] for dense and each result."""
+    first = next(iter(results.values()))
+    rows = [["dense", f"{100 * first['teacher_accuracy']:.2f}", "1.000", "1.000"]]
+    for name, r in results.items():
+        rows.append([name, f"{100 * r['student_accuracy']:.2f}", f"{r['achieved_budget']:.3f}",
+                     f"{r['flops']['ratio']:.3f}"])
+    return rows
+
+
 def run_demo(folder: Path, budget: float = BUDGET, log=print) -> dict:
     started = time.time()
     weights = trained_weights(log)
-    results = {}
-    for name, static in (("acm", False), ("static", True)):
-        out = folder / f"fashion-vit-{name}-{budget}.acm.safetensors"
-        log(f"\n== acmtool convert {MODEL} --weights {weights} --budget {budget} --data fashion-mnist"
-            f"{' --static' if static else ''} -o {out}")
-        convert(ConvertOptions(model=MODEL, weights=str(weights), model_args=MODEL_ARGS, budget=budget,
-                               data="fashion-mnist", output=str(out), static=static,
-                               resume=run_folder(out).exists(), **PHASES))
-        log(f"== acmtool eval {out} --data fashion-mnist --split test")
-        results[name] = evaluate_checkpoint(out, "fashion-mnist", split="test")
-    rows = [["dense", f"{100 * results['acm']['teacher_accuracy']:.2f}", "1.000", "1.000"]]
-    for name in ("acm", "static"):
-        r = results[name]
-        rows.append([name, f"{100 * r['student_accuracy']:.2f}", f"{r['achieved_budget']:.3f}",
-                     f"{r['flops']['ratio']:.3f}"])
+    results = {name: convert_and_eval(folder, weights, budget, static, log)
+               for name, static in (("acm", False), ("static", True))}
     log(f"\nFashion-MNIST test set (10k images), budget {budget}:")
-    log(table(["model", "accuracy %", "budget", "FLOPs vs dense"], rows))
+    log(table(["model", "accuracy %", "budget", "FLOPs vs dense"], comparison_rows(results)))
     summary = {"budget": budget, "results": results, "wall_time_s": time.time() - started}
     (folder / "demo.json").write_text(json.dumps(summary, indent=2))
     log(f"\nall files in {folder}; {summary['wall_time_s']:.0f} s")

@@ -27,4 +27,8 @@ def apply_activation_(x: torch.Tensor, name: str) -> torch.Tensor:
         return F.relu_(x)
     if name == "silu":
         return F.silu(x, inplace=True)
+    if name == "gelu":
+        return torch.ops.aten.gelu_(x)
+    if name == "gelu_tanh":
+        return torch.ops.aten.gelu_(x, approximate="tanh")
     return apply_activation(x, name)

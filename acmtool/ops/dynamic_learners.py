@@ -78,10 +78,12 @@ def dynamic_learners_grouped(x, k, w1, b1, w2, b2, activation: str, validate: bo
     ys = (b2.expand(t, dout).clone() if b2 is not None else xf.new_zeros(t, dout))
     if t == 0:
         return ys.reshape(*lead, dout)
-    order = torch.argsort(kf, descending=True, stable=True)
     counts = torch.bincount(kf, minlength=n + 1)
     # active[i] = number of tokens with K > i: learner i runs on the first active[i] sorted tokens.
     active = counts.flip(0).cumsum(0).flip(0)[1:].tolist()  # the one host sync
+    if all(a in (0, t) for a in active):  # one K for every token: no sort, no scatter
+        return _uniform_k(xf, sum(a == t for a in active), w1, b1, w2, ys, activation).reshape(*lead, dout)
+    order = torch.argsort(kf, descending=True, stable=True)
     xs = xf.index_select(0, order)
     for i in range(n):
         m = active[i]
@@ -96,6 +98,17 @@ def dynamic_learners_grouped(x, k, w1, b1, w2, b2, activation: str, validate: bo
     out = torch.empty_like(ys)
     out.index_copy_(0, order, ys)
     return out.reshape(*lead, dout)
+
+
+def _uniform_k(xf, k: int, w1, b1, w2, ys, activation: str) -> torch.Tensor:
+    """Every token runs the first k learners: one GEMM pair on the learners side by side."""
+    if k == 0:
+        return ys
+    n, din, h = w1.shape
+    w1k = w1[:k].permute(1, 0, 2).reshape(din, k * h)
+    hid = torch.addmm(b1[:k].reshape(-1), xf, w1k) if b1 is not None else xf @ w1k
+    hid = apply_activation_(hid, activation)
+    return ys.addmm_(hid, w2[:k].reshape(k * h, -1))
 
 
 def dynamic_learners(x, k, w1, b1, w2, b2, activation: str, impl: str = "grouped") -> torch.Tensor:

@@ -1,0 +1,56 @@
+"""The demo's Fashion-MNIST ViT at several budgets: ACM against the static baseline and dense.
+
+    python -m benchmarks.accuracy_fashion [--budgets 0.25 0.5 0.75]
+
+Test-set accuracy (10k images) of each, the achieved budget and the whole-model FLOPs ratio;
+a table, JSON and CSV in benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+from acmtool.cli.format import table
+from acmtool.demo.dense_vit import trained_weights
+from acmtool.demo.run import convert_and_eval
+from benchmarks.machine import setup, tag
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv=None) -> list:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    weights = trained_weights()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for b in a.budgets:
+            acm = convert_and_eval(Path(tmp), weights, b, static=False)
+            static = convert_and_eval(Path(tmp), weights, b, static=True)
+            rows.append({"budget": b, "dense_acc": acm["teacher_accuracy"], "acm_acc": acm["student_accuracy"],
+                         "acm_budget": acm["achieved_budget"], "acm_flops": acm["flops"]["ratio"],
+                         "static_acc": static["student_accuracy"], "static_budget": static["achieved_budget"],
+                         "static_flops": static["flops"]["ratio"]})
+    print("\nFashion-MNIST ViT, test accuracy (%) against compute:")
+    print(table(["budget", "dense", "ACM", "static", "ACM - static", "ACM budget", "ACM FLOPs", "static FLOPs"],
+                [[f"{r['budget']:.2f}", f"{100 * r['dense_acc']:.2f}", f"{100 * r['acm_acc']:.2f}",
+                  f"{100 * r['static_acc']:.2f}", f"{100 * (r['acm_acc'] - r['static_acc']):+.2f}",
+                  f"{r['acm_budget']:.3f}", f"{r['acm_flops']:.3f}", f"{r['static_flops']:.3f}"] for r in rows]))
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"accuracy-fashion-vit-{tag()}"
+    stem.with_suffix(".json").write_text(json.dumps({"setup": setup(), "rows": rows}, indent=2))
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {stem}.json and .csv")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
