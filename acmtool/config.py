@@ -8,7 +8,7 @@ from typing import Optional
 from acmtool.errors import AcmInputError
 
 TARGETS = ("mlp", "mlp+attn")
-IMPLS = ("grouped", "naive")
+IMPLS = ("grouped", "naive", "masked")
 
 
 @dataclass

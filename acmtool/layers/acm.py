@@ -45,6 +45,7 @@ class AcmModule(nn.Module):
         self.gumbel_tau = gumbel_tau
         self.impl = impl
         self.forced_k: Optional[int] = None
+        self.replay_k: Optional[torch.Tensor] = None  # verify: run exactly the k another runtime chose
         self.last_k: Optional[torch.Tensor] = None
         self.last_logits: Optional[torch.Tensor] = None
         self.last_onehot: Optional[torch.Tensor] = None  # training: straight-through one-hot choices
@@ -62,8 +63,9 @@ class AcmModule(nn.Module):
         logits = self.gate(x)
         if self.training:
             return self._forward_gated_train(x, logits)
-        k = logits.argmax(-1) + self.min_k
-        self.last_k, self.last_logits, self.last_onehot = k, None, None
+        k = logits.argmax(-1) + self.min_k if self.replay_k is None else self.replay_k
+        if not torch.compiler.is_compiling():  # export traces this: keep no traced tensors around
+            self.last_k, self.last_logits, self.last_onehot = k, None, None
         return dynamic_learners(x, k, self.w1, self.b1, self.w2, self.b2, self.activation, self.impl)
 
     def forward_k(self, x: torch.Tensor, k: int) -> torch.Tensor:

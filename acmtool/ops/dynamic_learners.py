@@ -112,8 +112,14 @@ def _uniform_k(xf, k: int, w1, b1, w2, ys, activation: str) -> torch.Tensor:
 
 
 def dynamic_learners(x, k, w1, b1, w2, b2, activation: str, impl: str = "grouped") -> torch.Tensor:
+    """impl: 'grouped' (the fast path, as one torch op that export keeps whole), 'naive' (the
+    reference) or 'masked' (stock ops only, for the standard ONNX export)."""
     if impl == "grouped":
-        return dynamic_learners_grouped(x, k, w1, b1, w2, b2, activation)
+        from acmtool.ops.torch_op import dynamic_learners_op
+        return dynamic_learners_op(x, k, w1, b1, w2, b2, activation)
     if impl == "naive":
         return dynamic_learners_reference(x, k, w1, b1, w2, b2, activation)
-    raise ValueError(f"impl must be 'grouped' or 'naive'; got {impl!r}")
+    if impl == "masked":
+        from acmtool.ops.masked import dynamic_learners_masked
+        return dynamic_learners_masked(x, k, w1, b1, w2, b2, activation)
+    raise ValueError(f"impl must be 'grouped', 'naive' or 'masked'; got {impl!r}")

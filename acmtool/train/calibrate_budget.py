@@ -37,6 +37,16 @@ def _gate_inputs(model: nn.Module, batches, device) -> dict:
     return {n: torch.cat(v) for n, v in cache.items()}
 
 
+@torch.no_grad()
+def shift_gates(model_or_acms, lam: float) -> None:
+    """Add -lam * k / N to every gate's logit for k (lam > 0 pushes towards fewer learners)."""
+    acms = model_or_acms.values() if isinstance(model_or_acms, dict) else [m for _, m in acm_modules(model_or_acms)]
+    for m in acms:
+        bias = m.gate.fc2.bias
+        ks = torch.arange(m.gate.num_choices, device=bias.device, dtype=bias.dtype) + m.min_k
+        bias -= lam * ks / m.num_learners
+
+
 def _choices(m, z, lam: float) -> torch.Tensor:
     logits = m.gate(z)
     ks = torch.arange(logits.shape[-1], device=z.device) + m.min_k
@@ -64,9 +74,7 @@ def calibrate_budget(model: nn.Module, batches: list, target: float, device, rou
             else:
                 hi = mid
         lam = hi if abs(beta(hi) - target) <= abs(beta(lo) - target) else lo
-        for n, m in acms.items():
-            ks = torch.arange(m.gate.num_choices, device=m.gate.fc2.bias.device) + m.min_k
-            m.gate.fc2.bias -= lam * ks.to(m.gate.fc2.bias.dtype) / m.num_learners
+        shift_gates(acms, lam)
         total_shift += lam
         achieved = beta(0.0)
     return {"lambda": total_shift, "budget": achieved}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -75,8 +75,9 @@ def cosine_schedule(optimizer, steps: int, warmup: int):
 
 def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: float, loader, run_state,
               student: nn.Module, ctx: DistContext, stop: GracefulStop, checkpoint_minutes: float,
-              weight_decay: float = 0.01, grad_clip: float = 1.0) -> dict:
-    """objective(batch) -> (loss, {stat: float}). Returns the phase's history (mean stats)."""
+              weight_decay: float = 0.01, grad_clip: float = 1.0, after_step: Optional[Callable] = None) -> dict:
+    """objective(batch) -> (loss, {stat: float}); after_step(stats) runs after each update.
+    Returns the phase's history (mean stats)."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = cosine_schedule(optimizer, steps, warmup=max(1, steps // 20))
@@ -98,6 +99,8 @@ def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: f
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             scheduler.step()
+            if after_step is not None:
+                after_step(stats)
             stats = {"loss": float(loss.detach()), **stats}
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v

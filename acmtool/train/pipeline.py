@@ -24,9 +24,9 @@ from acmtool.io.checkpoint import save
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
 from acmtool.layers.control import apply_static_k
-from acmtool.train.calibrate_budget import calibrate_budget
+from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
 from acmtool.train.capture import SiteCapture
-from acmtool.train.distributed import DistContext, barrier, init_distributed
+from acmtool.train.distributed import DistContext, all_mean, barrier, init_distributed
 from acmtool.train.evaluate import evaluate
 from acmtool.train.loop import GracefulStop, run_phase, to_device
 from acmtool.train.objectives import DistillObjective, FinetuneObjective, GateObjective
@@ -34,6 +34,7 @@ from acmtool.train.options import ConvertOptions
 from acmtool.train.run_state import RunState
 
 CALIBRATION_BATCHES = 8
+STEER_RATE = 0.5  # logits per unit of budget error, per fine-tuning step
 
 
 def run_folder(output: Path) -> Path:
@@ -133,7 +134,7 @@ class Pipeline:
 
     # --- phases ----------------------------------------------------------------------------
     def phase(self, name: str, epochs: float, lr: float, objective: nn.Module, step_fn, params: list,
-              stop: GracefulStop) -> None:
+              stop: GracefulStop, after_step=None) -> None:
         if self.run.is_done(name):
             return
         steps = self.steps(epochs)
@@ -141,7 +142,7 @@ class Pipeline:
         if steps:
             history = run_phase(name, objective=step_fn, params=params, steps=steps, lr=lr,
                                 loader=self.train_loader, run_state=self.run, student=self.student, ctx=self.ctx,
-                                stop=stop, checkpoint_minutes=self.opts.checkpoint_minutes)
+                                stop=stop, checkpoint_minutes=self.opts.checkpoint_minutes, after_step=after_step)
         history["steps"] = steps
         self.run.mark_done(name, history)
         self.run.save(self.student.state_dict(), None, 0)
@@ -186,8 +187,15 @@ class Pipeline:
             with torch.no_grad():
                 teacher_out = run_model(self.teacher, inputs)
             return wrapped(inputs, batch[1].to(self.ctx.device), teacher_out)
+
+        def steer(stats):
+            # dual ascent on the budget constraint: the gates' logits move towards fewer learners
+            # while the batch spends too much (and back), so fine-tuning runs at the budget it
+            # will be deployed at; the budget loss alone pulls too weakly through Gumbel noise
+            if not static:
+                shift_gates(self.acms, STEER_RATE * (all_mean(stats["budget"], self.ctx) - o.budget))
         try:
-            self.phase("finetune", o.finetune_epochs, o.finetune_lr, wrapped, step, params, stop)
+            self.phase("finetune", o.finetune_epochs, o.finetune_lr, wrapped, step, params, stop, after_step=steer)
         finally:
             self.student.eval()
 

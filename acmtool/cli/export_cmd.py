@@ -1,0 +1,59 @@
+"""acmtool export / verify / library-path: the ONNX side of the command line."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from acmtool.cli.main import cli
+from acmtool.errors import AcmCheckFailed
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .onnx file to write.")
+@click.option("--format", "fmt", type=click.Choice(["custom-op", "standard"]), default="custom-op", show_default=True,
+              help="custom-op: ai.acmtool::DynamicLearners nodes (needs the library); standard: stock ops only.")
+def export_cmd(checkpoint, output, fmt):
+    """Export CHECKPOINT to ONNX, batch and sequence axes dynamic."""
+    from acmtool.export import export_checkpoint
+    path = export_checkpoint(checkpoint, output, fmt)
+    click.echo(f"wrote {path} ({fmt})")
+
+
+@cli.command("verify")
+@click.argument("onnx_model", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", default=None, help="Inputs from this dataset's validation split (default: random inputs).")
+@click.option("--batches", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest allowed |ORT - PyTorch|.")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def verify_cmd(onnx_model, checkpoint, data, batches, batch_size, tolerance, provider, as_json):
+    """Run ONNX_MODEL in ONNX Runtime and CHECKPOINT in PyTorch on the same inputs; exit 1 when the
+    outputs differ by more than the tolerance."""
+    from acmtool.export.inputs import verification_batches
+    from acmtool.export.verify import verify
+    from acmtool.io.checkpoint import load
+    model = load(checkpoint)
+    report = verify(onnx_model, model, verification_batches(model, data, batches, batch_size), tolerance,
+                    providers=[provider])
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        k = f"{100 * report['k_agreement']:.3f} %" if report["k_agreement"] is not None else "n/a"
+        top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
+        click.echo(f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
+                   f"(tolerance {tolerance:g}); K agreement {k} over {report['k_found']}/{report['acms']} ACMs; "
+                   f"top-1 agreement {top1}")
+    if not report["passed"]:
+        raise AcmCheckFailed(f"outputs differ by {report['max_abs_diff']:.3g} > {tolerance:g}")
+    click.echo("verify: ok")
+
+
+@cli.command("library-path")
+def library_path_cmd():
+    """Print the path of the custom-op library (for SessionOptions.register_custom_ops_library)."""
+    from acmtool.runtime import library_path
+    click.echo(library_path())

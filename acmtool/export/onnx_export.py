@@ -1,0 +1,124 @@
+"""Export an ACM model to ONNX: `custom-op` (one ai.acmtool::DynamicLearners node per ACM, the gate
+in stock ops) or `standard` (the same computation with stock ops only, for any runtime)."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from acmtool.errors import AcmInputError
+from acmtool.export.schema import DOMAIN, OP_TYPE, VERSION, register_schema
+from acmtool.io.atomic import atomic_path
+from acmtool.layers.acm import acm_modules
+
+FORMATS = ("custom-op", "standard")
+OPSET = 18
+EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GB limit, with room for the graph
+
+
+class MainOutput(nn.Module):
+    """The model with one tensor out: logits, or the last hidden states of a model without a head.
+    `names` turns positional inputs into the keyword arguments Hugging Face models take (export
+    with keyword-only inputs trips torch.export's guard code)."""
+
+    def __init__(self, model: nn.Module, names: Optional[list] = None):
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *args, **kwargs):
+        if self.names:
+            kwargs = {**dict(zip(self.names, args)), **kwargs}
+            args = ()
+        out = self.model(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return out
+        for name in ("logits", "last_hidden_state"):
+            value = getattr(out, name, None)
+            if value is not None:
+                return value
+        return out[0]
+
+
+def _translation():
+    import onnxscript
+    from acmtool.ops.torch_op import dynamic_learners_op
+    register_schema()
+    acm = onnxscript.values.Opset(DOMAIN, VERSION)
+
+    def dynamic_learners_onnx(x, k, w1, b1, w2, b2, activation: str):
+        return getattr(acm, OP_TYPE)(x, k, w1, b1, w2, b2, activation=activation)
+    return {dynamic_learners_op._opoverload: dynamic_learners_onnx}
+
+
+@contextlib.contextmanager
+def use_impl(model: nn.Module, impl: str):
+    acms = [m for _, m in acm_modules(model)]
+    saved = [m.impl for m in acms]
+    for m in acms:
+        m.impl = impl
+    try:
+        yield
+    finally:
+        for m, s in zip(acms, saved):
+            m.impl = s
+
+
+def dynamic_shapes_for(inputs) -> object:
+    """Batch always dynamic; token/sequence axes dynamic for 2-D integer and audio inputs."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    seq = torch.export.Dim("seq", min=1, max=65536)
+
+    def axes(t: torch.Tensor):
+        if t.dim() == 2:  # input_ids, attention_mask, raw audio: [batch, length]
+            return {0: batch, 1: seq}
+        return {0: batch}
+    if isinstance(inputs, dict):
+        return {"args": tuple(axes(v) for v in inputs.values())}
+    return {"args": (axes(inputs),)}
+
+
+def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op") -> Path:
+    """Write `path` atomically; returns it. The exported graph passes onnx.checker."""
+    import onnx
+    if fmt not in FORMATS:
+        raise AcmInputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if example_inputs is None:
+        raise AcmInputError("no example input is known for this model, so it cannot be traced for export")
+    if any(m.forced_k is not None for _, m in acm_modules(model)):
+        raise AcmInputError("a static (fixed-k) model exports as a dense model with fewer learners; "
+                            "export of static checkpoints is not supported yet")
+    model = model.eval()
+    names = list(example_inputs) if isinstance(example_inputs, dict) else None
+    wrapped = MainOutput(model, names).eval()
+    args = tuple(example_inputs.values()) if names else (example_inputs,)
+    with use_impl(model, "grouped" if fmt == "custom-op" else "masked"), torch.no_grad():
+        program = torch.onnx.export(
+            wrapped, args, dynamo=True, opset_version=OPSET, input_names=names or ["input"],
+            custom_translation_table=_translation() if fmt == "custom-op" else None,
+            dynamic_shapes=dynamic_shapes_for(example_inputs), optimize=True, verbose=False)
+    program.model.graph.outputs[0].name = "output"
+    path = Path(path)
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    with atomic_path(path, suffix=".onnx") as tmp:
+        if big:  # weights beside the file, named after the final path
+            program.save(str(tmp), external_data=True)
+        else:
+            program.save(str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return path
+
+
+def export_checkpoint(checkpoint, path, fmt: str = "custom-op") -> Path:
+    from acmtool.io.checkpoint import load
+    from acmtool.io.sources import example_inputs
+    model = load(checkpoint)
+    inputs = example_inputs(model, model.acmtool_info["source"])
+    if isinstance(inputs, torch.Tensor) and inputs.shape[0] == 1:
+        inputs = inputs.repeat(2, *([1] * (inputs.dim() - 1)))  # batch 2: torch.export keeps 1 static
+    elif isinstance(inputs, dict):
+        inputs = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+    return export_onnx(model, path, inputs, fmt)

@@ -1,0 +1,106 @@
+"""acmtool verify: ONNX Runtime against the PyTorch reference on the same inputs.
+
+The reference replays the k that ONNX Runtime's gates chose (read from the graph), so that the
+output difference measures the kernels and not a gate flipping on a near tie; the agreement of
+the gates' own choices and of top-1 is reported beside it.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from acmtool.export.schema import DOMAIN, OP_TYPE
+from acmtool.io.call import run_model
+from acmtool.layers.acm import acm_modules
+
+
+def _scope(node) -> Optional[str]:
+    """The module a node came from, as the exporter records it (the wrapper's 'model.' dropped)."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            scopes = ast.literal_eval(p.value)
+            return scopes[-2].removeprefix("model.") if len(scopes) >= 2 else None
+    return None
+
+
+def k_tensors(model, acm_names: list) -> dict:
+    """{ACM name: (ONNX value, add min_k?)}: K as DynamicLearners consumes it (custom-op format),
+    or the gate's ArgMax (standard format), to which min_k is added."""
+    names = set(acm_names)
+    ops = {}
+    for node in model.graph.node:
+        scope = _scope(node)
+        if scope in names and node.domain == DOMAIN and node.op_type == OP_TYPE:
+            ops[scope] = (node.input[1], False)
+    argmax = {}
+    for node in model.graph.node:
+        scope = _scope(node)
+        if scope in names and node.op_type == "ArgMax":
+            argmax.setdefault(scope, (node.output[0], True))
+    return ops or argmax
+
+
+@contextlib.contextmanager
+def replay(model, ks: dict):
+    acms = dict(acm_modules(model))
+    try:
+        for name, k in ks.items():
+            acms[name].replay_k = k
+        yield
+    finally:
+        for m in acms.values():
+            m.replay_k = None
+
+
+def _numpy_inputs(inputs, session) -> dict:
+    names = [i.name for i in session.get_inputs()]
+    if isinstance(inputs, dict):
+        return {k: v.numpy() for k, v in inputs.items() if k in names}
+    return {names[0]: inputs.numpy()}
+
+
+def verify(onnx_path, model, batches: list, tolerance: float = 1e-4, providers=None) -> dict:
+    import onnx
+    from acmtool.runtime.session import session
+    from acmtool.export.onnx_export import MainOutput, use_impl
+    acms = dict(acm_modules(model))
+    proto = onnx.load(str(onnx_path))
+    ks = k_tensors(proto, list(acms))
+    for name, (value, _) in ks.items():
+        proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "with_k.onnx"
+        onnx.save(proto, str(probe))
+        sess = session(probe, providers=providers)
+        wrapped = MainOutput(model).eval()
+        max_diff, k_same, k_total, top1_same, top1_total = 0.0, 0, 0, 0, 0
+        for inputs in batches:
+            outs = sess.run(None, _numpy_inputs(inputs, sess))
+            y_ort, k_ort = outs[0], dict(zip(ks, outs[1:]))
+            for name, (_, add_min_k) in ks.items():
+                if add_min_k:
+                    k_ort[name] = k_ort[name] + acms[name].min_k
+            with torch.no_grad(), use_impl(model, "naive"):  # the reference is the specification
+                free = wrapped(**inputs) if isinstance(inputs, dict) else wrapped(inputs)
+                own_k = {n: m.last_k.clone() for n, m in acms.items() if m.last_k is not None}
+                with replay(model, {n: torch.from_numpy(np.asarray(k)).long() for n, k in k_ort.items()}):
+                    ref = wrapped(**inputs) if isinstance(inputs, dict) else wrapped(inputs)
+            ref_np = (ref if ks else free).numpy()
+            max_diff = max(max_diff, float(np.abs(y_ort - ref_np).max()) if y_ort.size else 0.0)
+            for n, k in k_ort.items():
+                if n in own_k:
+                    k_same += int((own_k[n].numpy() == k).sum())
+                    k_total += k.size
+            if y_ort.ndim == 2:  # logits
+                top1_same += int((y_ort.argmax(-1) == free.numpy().argmax(-1)).sum())
+                top1_total += y_ort.shape[0]
+    return {"max_abs_diff": max_diff, "tolerance": tolerance, "passed": max_diff <= tolerance,
+            "k_found": len(ks), "acms": len(acms), "k_agreement": k_same / k_total if k_total else None,
+            "top1_agreement": top1_same / top1_total if top1_total else None, "batches": len(batches),
+            "provider": sess.get_providers()[0]}

@@ -1,0 +1,8 @@
+"""Running exported models: the custom-op library and ONNX Runtime sessions that use it.
+
+Importing this needs neither onnxruntime nor the built library; using them says how to get them.
+"""
+from acmtool.runtime.library import library_path
+from acmtool.runtime.session import session
+
+__all__ = ["library_path", "session"]
