@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 
 DEBIAN_DATA := fortunes dataset-fashion-mnist
 
-.PHONY: install data test test-all demo clean
+LIB := build/custom_ops/libacmtool_ops.so
+
+.PHONY: install build data test test-all demo clean
 
 $(STAMP): requirements.lock setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,10 @@ $(STAMP): requirements.lock setup.py pyproject.toml
 
 install: $(STAMP)
 
+# The ONNX Runtime custom-op library (CMake; fetches the ORT headers from npm once, then cached).
+build: $(STAMP)
+	$(BIN)/python -m acmtool.runtime.build
+
 # Real data from Debian packages: installed where we are root, otherwise we say what to install.
 data:
 	@missing=""; for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -31,14 +37,14 @@ data:
 	  else echo "acmtool: please install the Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
-test: $(STAMP) data
+test: $(STAMP) data build
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP) data
+test-all: $(STAMP) data build
 	$(BIN)/python -m pytest -m ""
 
-demo: $(STAMP) data
+demo: $(STAMP) data build
 	$(BIN)/acmtool demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info acmtool/_lib

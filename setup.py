@@ -1,17 +1,46 @@
-"""acmtool: Adaptive Computation Modules for pre-trained transformers."""
+"""acmtool: Adaptive Computation Modules for pre-trained transformers.
+
+Building a wheel or a regular install also builds the ONNX Runtime custom-op library with CMake
+(custom_ops/) and puts it into the package (acmtool/_lib/); where the build cannot run (no cmake,
+compiler or ORT headers) the package installs without it and says so. Editable installs use
+`make build`, whose library acmtool.runtime.library_path() finds in build/custom_ops/.
+"""
+import runpy
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent
+
+
+class BuildWithCustomOps(build_py):
+    def run(self):
+        super().run()
+        build = runpy.run_path(str(ROOT / "acmtool" / "runtime" / "build.py"))  # no acmtool import: no torch
+        try:
+            library = build["build_custom_ops"](ROOT / "build" / "custom_ops")
+        except build["BuildUnavailable"] as e:
+            print(f"acmtool: the custom-op library was not built ({e}); the standard ONNX format still works")
+            return
+        target = Path(self.build_lib) / "acmtool" / "_lib"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(library, target / library.name)
+
 
 setup(
     name="acmtool",
-    version=open("acmtool/_version.py").read().split('"')[1],
+    version=open(ROOT / "acmtool" / "_version.py").read().split('"')[1],
     description="Granular conditional computation: turn transformer blocks into Adaptive Computation Modules",
     packages=find_packages(include=["acmtool", "acmtool.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "safetensors", "click>=8", "tqdm"],
     extras_require={
         "models": ["timm>=1.0", "transformers>=4.40"],
-        "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        "onnx": ["onnx", "onnxruntime>=1.29", "onnxscript"],
         "test": ["pytest"],
     },
     entry_points={"console_scripts": ["acmtool=acmtool.cli.main:main"]},
+    cmdclass={"build_py": BuildWithCustomOps},
 )

@@ -38,15 +38,16 @@ def npz(tmp_path_factory):
 
 def options(npz, out, **kw):
     base = dict(model=TINY, model_args=TINY_ARGS, budget=0.5, data=npz, output=str(out), max_steps=6,
-                batch_size=32, distill_epochs=1, gate_epochs=1, finetune_epochs=1, checkpoint_minutes=60)
+                batch_size=32, distill_epochs=1, gate_epochs=1, finetune_epochs=1, checkpoint_minutes=60, onnx=False)
     base.update(kw)
     return ConvertOptions(**base)
 
 
 def test_end_to_end(tmp_path, npz):
     out = tmp_path / "tiny.acm.safetensors"
-    report = convert(options(npz, out))
+    report = convert(options(npz, out, onnx=True))
     assert out.is_file() and report_path(out).is_file() and not run_folder(out).exists()
+    assert report["onnx"] == str(tmp_path / "tiny.onnx") and (tmp_path / "tiny.onnx").is_file()
     saved = json.loads(report_path(out).read_text())
     assert saved["budget_target"] == 0.5 and set(saved["phases"]) == {"distill", "gates", "finetune"}
     assert all(saved["phases"][p]["steps"] == 6 for p in saved["phases"])
@@ -134,6 +135,7 @@ def _cli(*args, **kw):
 def test_ctrl_c_leaves_a_resumable_run(tmp_path, npz):
     out = tmp_path / "c.acm.safetensors"
     args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget", "0.5", "--data", npz, "-o", str(out),
+            "--no-onnx",
             "--distill-epochs", "400", "--max-steps", "100000", "--gate-epochs", "0.1", "--finetune-epochs", "0.1"]
     p = _cli(*args)
     deadline = time.time() + 120
@@ -155,7 +157,7 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, npz):
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_torchrun_two_processes_matches_one(tmp_path, npz):
     args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget", "0.5", "--data", npz,
-            "--max-steps", "12", "--batch-size", "16"]
+            "--max-steps", "12", "--batch-size", "16", "--no-onnx"]
     single = subprocess.run([sys.executable, "-m", "acmtool", *args, "-o", str(tmp_path / "one.acm.safetensors")],
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stdout + single.stderr
@@ -182,7 +184,7 @@ def test_embedding_model_on_text(tmp_path):
     folder = os.path.join(os.path.dirname(gt.__file__), "model")
     out = tmp_path / "minilm.acm.safetensors"
     report = convert(ConvertOptions(model=folder, budget=0.5, data="fortunes", output=str(out), max_samples=160,
-                                    max_steps=2, batch_size=16, val_fraction=0.25))
+                                    max_steps=2, batch_size=16, val_fraction=0.25, onnx=False))
     v = report["validation"]
     assert v["task"] == "embedding"
     assert 0.5 < v["mean_cosine"] <= 1.0

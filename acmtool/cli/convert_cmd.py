@@ -45,9 +45,10 @@ def default_output(model: str) -> Path:
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True,
               help="Save the run's state this often (and after each phase).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
+@click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model beside the checkpoint.")
 def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, num_learners, targets,
                 static, labels, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
-                gate_lr, finetune_lr, tau, max_samples, val_fraction, seed, device, checkpoint_minutes, resume):
+                gate_lr, finetune_lr, tau, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx):
     """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
     checkpoint. With --data and --budget the ACMs are trained to the budget; without --data they are
     only initialised from the original weights."""
@@ -56,7 +57,7 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
     if data is None:
         if budget is not None or static or resume:
             raise AcmInputError("--budget, --static and --resume train the ACMs and need --data")
-        return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets)
+        return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, not no_onnx)
     if budget is None:
         raise AcmInputError("--data needs --budget: the fraction of learner compute to keep, in (0, 1]")
     from acmtool.train.options import ConvertOptions
@@ -67,7 +68,7 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
         batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau,
         max_samples=max_samples, val_fraction=val_fraction, seed=seed, device=device,
-        checkpoint_minutes=checkpoint_minutes, resume=resume)
+        checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx)
     report = convert(opts)
     if report.get("validation"):
         from acmtool.cli.eval_cmd import render_eval
@@ -75,7 +76,7 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         click.echo(f"wrote {out} and {report_path(out)}")
 
 
-def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets):
+def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, onnx):
     from acmtool.config import AcmConfig
     from acmtool.convert.acmize import acmize_
     from acmtool.io.checkpoint import save
@@ -87,3 +88,6 @@ def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learne
     save(loaded.model, out, source=loaded.spec)
     click.echo(render(summary(loaded.model, loaded.model.acmtool_info)))
     click.echo(f"\nwrote {out} (initialised only: train it with --budget and --data)")
+    if onnx:
+        from acmtool.train.pipeline import export_after_convert
+        export_after_convert(out, click.echo)

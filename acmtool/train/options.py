@@ -42,6 +42,7 @@ class ConvertOptions:
     checkpoint_minutes: float = 5.0
     resume: bool = False
     workers: int = 0
+    onnx: bool = True  # export the ONNX model beside the checkpoint
 
     def __post_init__(self):
         if not 0 < self.budget <= 1:

@@ -9,6 +9,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -243,9 +244,29 @@ class Pipeline:
         info["static"] = self.opts.static
         info["report"] = report
         save(self.student.cpu(), self.out, source=self.spec)
+        if self.opts.onnx and not self.opts.static:
+            report["onnx"] = export_after_convert(self.out, self.log)
         with atomic_path(report_path(self.out)) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         shutil.rmtree(self.run.folder, ignore_errors=True)
+
+
+def onnx_path(output: Path) -> Path:
+    name = output.name.removesuffix(".safetensors").removesuffix(".acm")
+    return output.with_name(name + ".onnx")
+
+
+def export_after_convert(output: Path, log) -> Optional[str]:
+    """The ONNX model beside the checkpoint; a model that does not export keeps its checkpoint."""
+    from acmtool.export import export_checkpoint
+    try:
+        path = export_checkpoint(output, onnx_path(output))
+    except Exception as e:  # export failures must not cost the trained checkpoint
+        log(f"acmtool: ONNX export failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+            f"the checkpoint is saved: retry with acmtool export {output} -o {onnx_path(output)}")
+        return None
+    log(f"wrote {path}")
+    return str(path)
 
 
 def report_path(output: Path) -> Path:

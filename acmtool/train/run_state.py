@@ -32,7 +32,7 @@ class RunState:
         """Load a saved run; refuses one started with other arguments."""
         saved_args = json.loads((self.folder / "args.json").read_text())
         differ = {k for k in set(saved_args) | set(self.args)
-                  if k not in ("resume", "output") and saved_args.get(k) != self.args.get(k)}
+                  if k not in ("resume", "output", "onnx") and saved_args.get(k) != self.args.get(k)}
         if differ:
             raise AcmInputError(f"--resume: the run in {self.folder} was started with other options "
                                 f"({', '.join(sorted(differ))}); rerun without --resume or with the same options")
