@@ -97,3 +97,28 @@ def test_static_checkpoints_are_not_exported_yet(tmp_path):
     with pytest.raises(AcmInputError, match="static"):
         export_onnx(model, tmp_path / "s.onnx", example)
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_verify_command_exit_codes(tmp_path):
+    """verify passes on a faithful export and exits 1 when the ONNX weights were changed."""
+    import subprocess
+    import sys
+    from onnx import numpy_helper
+    _library_or_skip()
+    model, example = vit("mlp")
+    ckpt = acmtool.save(model, tmp_path / "v.acm.safetensors")
+    good = export_onnx(model, tmp_path / "good.onnx", example)
+    run = lambda onnx_path: subprocess.run([sys.executable, "-m", "acmtool", "verify", str(onnx_path), str(ckpt)],
+                                           capture_output=True, text=True, timeout=300)
+    ok = run(good)
+    assert ok.returncode == 0 and "verify: ok" in ok.stdout and "K agreement" in ok.stdout, ok.stdout + ok.stderr
+    proto = onnx.load(str(good))
+    for init in proto.graph.initializer:
+        if init.name.endswith("mlp.w2"):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.01, init.name))
+            break
+    else:
+        pytest.fail("no ACM weight found in the graph")
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    bad = run(tmp_path / "bad.onnx")
+    assert bad.returncode == 1 and "acmtool: error: outputs differ" in bad.stderr, bad.stdout + bad.stderr
