@@ -161,7 +161,7 @@ def test_torchrun_two_processes_matches_one(tmp_path, npz):
     single = subprocess.run([sys.executable, "-m", "acmtool", *args, "-o", str(tmp_path / "one.acm.safetensors")],
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stdout + single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                 "-m", "acmtool"]
     double = subprocess.run([*torchrun, *args, "-o", str(tmp_path / "two.acm.safetensors")],
                             capture_output=True, text=True, timeout=600)

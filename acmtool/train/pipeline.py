@@ -134,8 +134,8 @@ class Pipeline:
         return min(n, self.opts.max_steps) if self.opts.max_steps else n
 
     # --- phases ----------------------------------------------------------------------------
-    def phase(self, name: str, epochs: float, lr: float, objective: nn.Module, step_fn, params: list,
-              stop: GracefulStop, after_step=None) -> None:
+    def phase(self, name: str, epochs: float, lr: float, step_fn, params: list, stop: GracefulStop,
+              after_step=None) -> None:
         if self.run.is_done(name):
             return
         steps = self.steps(epochs)
@@ -156,7 +156,7 @@ class Pipeline:
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device))
             return obj(caps), {}
-        self.phase("distill", self.opts.distill_epochs, self.opts.distill_lr, obj, step,
+        self.phase("distill", self.opts.distill_epochs, self.opts.distill_lr, step,
                    _learner_params(self.acms), stop)
 
     def pretrain_gates(self, stop) -> None:
@@ -167,7 +167,7 @@ class Pipeline:
             _, caps = self.capture(to_device(batch[0], self.ctx.device))
             loss, acc = obj(caps)
             return loss, {"gate_acc": acc}
-        self.phase("gates", self.opts.gate_epochs, self.opts.gate_lr, obj, step, _gate_params(self.acms), stop)
+        self.phase("gates", self.opts.gate_epochs, self.opts.gate_lr, step, _gate_params(self.acms), stop)
 
     def finetune(self, stop) -> None:
         o = self.opts
@@ -196,7 +196,7 @@ class Pipeline:
             if not static:
                 shift_gates(self.acms, STEER_RATE * (all_mean(stats["budget"], self.ctx) - o.budget))
         try:
-            self.phase("finetune", o.finetune_epochs, o.finetune_lr, wrapped, step, params, stop, after_step=steer)
+            self.phase("finetune", o.finetune_epochs, o.finetune_lr, step, params, stop, after_step=steer)
         finally:
             self.student.eval()
 
