@@ -105,3 +105,14 @@ def test_costs():
     assert m.learner_flops() == 2 * 6 * (10 + 8)
     assert m.flops_at(2) == 2 * m.learner_flops()
     assert m.gate_flops() == 2 * (10 * 8 + 8 * 5)
+
+
+def test_hard_gumbel_softmax_noise_scales():
+    from acmtool.layers.acm import hard_gumbel_softmax
+    logits = torch.randn(200, 5, requires_grad=True)
+    plain = hard_gumbel_softmax(logits, 0.8, noise=0.0)
+    assert torch.equal(plain.argmax(-1), logits.argmax(-1)) and torch.all(plain.sum(-1) == 1)
+    (plain * torch.arange(5.0)).sum().backward()
+    assert logits.grad.abs().sum() > 0  # the straight-through gradient reaches the logits
+    noisy = hard_gumbel_softmax(logits.detach(), 0.8, noise=1.0)
+    assert (noisy.argmax(-1) != logits.argmax(-1)).any()

@@ -15,6 +15,15 @@ from acmtool.ops import dynamic_learners, learner_outputs_of
 from acmtool.ops.activations import ACTIVATIONS, apply_activation
 
 
+def hard_gumbel_softmax(logits: torch.Tensor, tau: float, noise: float = 1.0) -> torch.Tensor:
+    """One-hot samples with the straight-through gradient of softmax((logits + noise * g) / tau).
+    noise = 1 is F.gumbel_softmax(hard=True); noise = 0 is the argmax that inference runs."""
+    g = -torch.empty_like(logits).exponential_().log() if noise > 0 else torch.zeros_like(logits)
+    soft = F.softmax((logits + noise * g) / tau, dim=-1)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
 class AcmModule(nn.Module):
     """Packed learners (w1 [N, Din, h], b1 [N, h], w2 [N, h, Dout], b2 [Dout]) and a gate.
 
@@ -43,6 +52,7 @@ class AcmModule(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(out_features)) if bias2 else None
         self.gate = AcmGate(in_features, gate_hidden, num_learners + 1 - min_k)
         self.gumbel_tau = gumbel_tau
+        self.gumbel_noise = 1.0  # scale of the Gumbel noise in training; fine-tuning anneals it to 0
         self.impl = impl
         self.forced_k: Optional[int] = None
         self.replay_k: Optional[torch.Tensor] = None  # verify: run exactly the k another runtime chose
@@ -93,7 +103,7 @@ class AcmModule(nn.Module):
         return y + self.b2 if self.b2 is not None else y
 
     def _forward_gated_train(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        onehot = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)  # [..., C], C = N + 1 - min_k
+        onehot = hard_gumbel_softmax(logits, self.gumbel_tau, self.gumbel_noise)  # [..., C], C = N + 1 - min_k
         # Learner i runs when k > i, i.e. for choices c >= i + 1 - min_k; the weight of s_i is the
         # sum of those one-hot entries, so sum_k onehot_k * h(x, k) = b2 + sum_i weight_i * s_i(x)
         # and the task loss reaches the gate through every weight.

@@ -76,7 +76,7 @@ def cosine_schedule(optimizer, steps: int, warmup: int):
 def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: float, loader, run_state,
               student: nn.Module, ctx: DistContext, stop: GracefulStop, checkpoint_minutes: float,
               weight_decay: float = 0.01, grad_clip: float = 1.0, after_step: Optional[Callable] = None) -> dict:
-    """objective(batch) -> (loss, {stat: float}); after_step(stats) runs after each update.
+    """objective(batch) -> (loss, {stat: float}); after_step(stats, step, steps) runs after each update.
     Returns the phase's history (mean stats)."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -100,7 +100,7 @@ def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: f
             optimizer.step()
             scheduler.step()
             if after_step is not None:
-                after_step(stats)
+                after_step(stats, step + 1, steps)
             stats = {"loss": float(loss.detach()), **stats}
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v

@@ -36,6 +36,7 @@ from acmtool.train.run_state import RunState
 
 CALIBRATION_BATCHES = 8
 STEER_RATE = 0.5  # logits per unit of budget error, per fine-tuning step
+NOISE_FREE = 0.75  # the fraction of fine-tuning after which the gates train without Gumbel noise
 
 
 def run_folder(output: Path) -> Path:
@@ -189,12 +190,18 @@ class Pipeline:
                 teacher_out = run_model(self.teacher, inputs)
             return wrapped(inputs, batch[1].to(self.ctx.device), teacher_out)
 
-        def steer(stats):
+        def steer(stats, step, steps):
+            if static:
+                return
             # dual ascent on the budget constraint: the gates' logits move towards fewer learners
             # while the batch spends too much (and back), so fine-tuning runs at the budget it
             # will be deployed at; the budget loss alone pulls too weakly through Gumbel noise
-            if not static:
-                shift_gates(self.acms, STEER_RATE * (all_mean(stats["budget"], self.ctx) - o.budget))
+            shift_gates(self.acms, STEER_RATE * (all_mean(stats["budget"], self.ctx) - o.budget))
+            # anneal the Gumbel noise to 0 by NOISE_FREE of the phase: the last steps train the
+            # deterministic choices that inference makes
+            noise = max(0.0, 1.0 - step / (NOISE_FREE * steps))
+            for m in self.acms.values():
+                m.gumbel_noise = noise
         try:
             self.phase("finetune", o.finetune_epochs, o.finetune_lr, step, params, stop, after_step=steer)
         finally:
