@@ -322,3 +322,21 @@ def test_import_is_cheap():
     code = ("import sys, acmtool.data; heavy = [m for m in ('torchvision', 'transformers', 'timm', 'PIL') "
             "if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_length_grouped_batches():
+    import random
+    from acmtool.data.length_batches import LengthGroupedBatches
+    lengths = [random.Random(i).randint(1, 128) for i in range(1000)]
+    batches = list(LengthGroupedBatches(lengths, 32, seed=0, drop_last=True))
+    assert all(len(b) == 32 for b in batches) and len({i for b in batches for i in b}) == len(batches) * 32
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    real = sum(lengths[i] for b in batches for i in b)
+    assert padded / real < 1.1  # random batches of these lengths pad to about 1.9x
+    again = list(LengthGroupedBatches(lengths, 32, seed=0, drop_last=True))
+    assert again == batches
+    sampler = LengthGroupedBatches(lengths, 32, seed=0, drop_last=True)
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    ranks = [list(LengthGroupedBatches(lengths, 32, rank=r, world=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) and not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}

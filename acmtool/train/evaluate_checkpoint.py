@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader
 
+from acmtool.data.length_batches import eval_loader
 from acmtool.errors import AcmInputError
 from acmtool.io.checkpoint import load
 from acmtool.io.sources import load_original
@@ -32,8 +32,8 @@ def evaluate_checkpoint(path, data: str, split: str = "val", batch_size: int = 6
     else:
         dataset = task.val
     dev = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=task.collate)
-    probe = DataLoader(task.train, batch_size=batch_size, collate_fn=task.collate) if task.num_classes else None
+    loader = eval_loader(dataset, batch_size, task.collate, task.kind)
+    probe = eval_loader(task.train, batch_size, task.collate, task.kind) if task.num_classes else None
     report, _ = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe)
     report.update(checkpoint=str(path), data=data, split=split, static=bool(info.get("static")),
                   budget_target=info.get("budget"))

@@ -54,8 +54,9 @@ def endless(loader, start_step: int) -> Iterator:
     per_epoch = max(1, len(loader))
     epoch, skip = divmod(start_step, per_epoch)
     while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        for sampler in (loader.sampler, loader.batch_sampler):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
         for i, batch in enumerate(loader):
             if skip:
                 skip -= 1

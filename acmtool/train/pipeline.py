@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from acmtool.config import AcmConfig
 from acmtool.convert.acmize import acmize_
+from acmtool.data.length_batches import LengthGroupedBatches, eval_loader, text_lengths
 from acmtool.errors import AcmInputError, StopRequested
 from acmtool.io.atomic import atomic_path
 from acmtool.io.call import main_output, run_model
@@ -98,13 +99,8 @@ class Pipeline:
         dev = self.ctx.device
         self.teacher = copy.deepcopy(loaded.model).eval().requires_grad_(False).to(dev)
         self.student = loaded.model.to(dev)
-        sampler = DistributedSampler(self.data.train, seed=o.seed) if self.ctx.enabled else None
-        g = torch.Generator().manual_seed(o.seed)
-        self.train_loader = DataLoader(self.data.train, batch_size=o.batch_size, shuffle=sampler is None,
-                                       sampler=sampler, collate_fn=self.data.collate, drop_last=len(self.data.train) > o.batch_size,
-                                       num_workers=o.workers, generator=g)
-        self.val_loader = DataLoader(self.data.val, batch_size=o.batch_size, collate_fn=self.data.collate,
-                                     num_workers=o.workers)
+        self.train_loader = self._train_loader()
+        self.val_loader = eval_loader(self.data.val, o.batch_size, self.data.collate, self.data.kind, o.workers)
         # a fixed, unsharded set of training batches: every rank calibrates on the same tokens
         calib = DataLoader(self.data.train, batch_size=o.batch_size, shuffle=True, collate_fn=self.data.collate,
                            generator=torch.Generator().manual_seed(o.seed + 1))
@@ -121,6 +117,18 @@ class Pipeline:
                      f"{self.run.data['phase'] or 'next phase'} at step {self.run.data['step']})")
         self.acms = dict(acm_modules(self.student))
         self.capture = SiteCapture(self.teacher, self.student, o.targets)
+
+    def _train_loader(self) -> DataLoader:
+        o, ctx, train = self.opts, self.ctx, self.data.train
+        drop_last = len(train) > o.batch_size * ctx.world
+        if self.data.kind == "text":  # similar lengths per batch: little compute spent on padding
+            batches = LengthGroupedBatches(text_lengths(train), o.batch_size, seed=o.seed, rank=ctx.rank,
+                                           world=ctx.world, drop_last=drop_last)
+            return DataLoader(train, batch_sampler=batches, collate_fn=self.data.collate, num_workers=o.workers)
+        sampler = DistributedSampler(train, seed=o.seed) if ctx.enabled else None
+        return DataLoader(train, batch_size=o.batch_size, shuffle=sampler is None, sampler=sampler,
+                          collate_fn=self.data.collate, drop_last=drop_last, num_workers=o.workers,
+                          generator=torch.Generator().manual_seed(o.seed))
 
     @torch.no_grad()
     def _check_label_count(self) -> None:
@@ -238,7 +246,8 @@ class Pipeline:
         validation = {}
         if self.ctx.is_main:
             validation, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
-                                     probe_loader=self.train_loader if self.data.num_classes else None)
+                                     probe_loader=eval_loader(self.data.train, self.opts.batch_size, self.data.collate,
+                                                              self.data.kind) if self.data.num_classes else None)
         return {"model": o.model, "data": o.data, "budget_target": o.budget, "static": o.static,
                 "options": {"seed": o.seed, "val_fraction": o.val_fraction, "max_samples": o.max_samples},
                 "targets": o.targets, "num_learners": o.num_learners, "processes": self.ctx.world,
