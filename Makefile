@@ -9,7 +9,7 @@ DEBIAN_DATA := fortunes dataset-fashion-mnist
 
 LIB := build/custom_ops/libacmtool_ops.so
 
-.PHONY: install build data test test-all demo clean
+.PHONY: install build build-cuda data test test-all demo clean
 
 $(STAMP): requirements.lock setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ $(STAMP): requirements.lock setup.py pyproject.toml
 install: $(STAMP)
 
 # The ONNX Runtime custom-op library (CMake; fetches the ORT headers from npm once, then cached).
+# CPU-only unless ACMTOOL_CUDA=ON or AUTO is given (custom_ops/README.md, "CUDA"); `make build-cuda`
+# adds the CUDA kernel (needs nvcc and the cuBLAS headers) to the same library.
+ACMTOOL_CUDA ?= OFF
 build: $(STAMP)
-	$(BIN)/python -m acmtool.runtime.build
+	$(BIN)/python -m acmtool.runtime.build build/custom_ops -DACMTOOL_CUDA=$(ACMTOOL_CUDA)
+
+build-cuda: $(STAMP)
+	$(MAKE) build ACMTOOL_CUDA=ON
 
 # Real data from Debian packages: installed where we are root, otherwise we say what to install.
 data:

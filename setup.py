@@ -39,6 +39,7 @@ setup(
     extras_require={
         "models": ["timm>=1.0", "transformers>=4.40"],
         "onnx": ["onnx", "onnxruntime>=1.29", "onnxscript"],
+        "plot": ["matplotlib>=3.5"],
         "test": ["pytest"],
     },
     entry_points={"console_scripts": ["acmtool=acmtool.cli.main:main"]},

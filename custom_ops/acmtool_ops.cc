@@ -11,7 +11,7 @@
 #include "dynamic_learners/dynamic_learners.h"
 #include "ort_api.h"
 #if defined(ACMTOOL_WITH_CUDA)
-#include "dynamic_learners/cuda/dynamic_learners.h"  // the CUDA kernel (a later task)
+#include "cuda/dynamic_learners_cuda.h"
 #endif
 
 namespace acmtool {
@@ -28,8 +28,13 @@ OrtCustomOpDomain* CreateDomain() {
   // Each execution provider's kernel is registered under the same op name; ONNX Runtime picks
   // the one of the provider the node is assigned to.
 #if defined(ACMTOOL_WITH_CUDA)
-  static DynamicLearnersCudaOp dynamic_learners_cuda;  // GetExecutionProviderType: "CUDAExecutionProvider"
-  Ort::ThrowOnError(api.CustomOpDomain_Add(domain, &dynamic_learners_cuda));
+  // "CUDAExecutionProvider", once per float type of W1, B1, W2, B2 (cuda/dynamic_learners_cuda.h).
+  static DynamicLearnersCudaOp dynamic_learners_cuda_f32(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
+  static DynamicLearnersCudaOp dynamic_learners_cuda_f16(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16);
+  static DynamicLearnersCudaOp dynamic_learners_cuda_bf16(ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16);
+  for (DynamicLearnersCudaOp* op : {&dynamic_learners_cuda_f32, &dynamic_learners_cuda_f16, &dynamic_learners_cuda_bf16}) {
+    Ort::ThrowOnError(api.CustomOpDomain_Add(domain, op));
+  }
 #endif
   return domain;
 }

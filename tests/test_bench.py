@@ -1,0 +1,178 @@
+"""acmtool bench and its logic (acmtool.runtime.bench), and the demo's ONNX helpers, on tiny models."""
+import json
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import acmtool
+from acmtool.cli.main import cli
+from acmtool.errors import AcmInputError
+from acmtool.runtime.bench import BenchConfig, input_shape, random_feeds, time_interleaved
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+
+TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5)
+LATENCY_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "samples_per_s")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(ACM model in the custom-op format, the dense model it came from), both with a dynamic batch."""
+    from acmtool.demo.deploy import export_dense
+    from acmtool.export import export_onnx
+    from acmtool.io.sources import load_model
+    from acmtool.runtime import library_path
+    try:
+        library_path()
+    except AcmInputError as e:
+        pytest.skip(f"custom-op library not built: {e}")
+    folder = tmp_path_factory.mktemp("bench")
+    dense = load_model("timm:vit_tiny_patch16_224", model_kwargs=TINY)
+    dense_path = export_dense(dense.model, dense.spec, folder / "dense.onnx", log=lambda _: None)
+    acm = load_model("timm:vit_tiny_patch16_224", model_kwargs=TINY)
+    acmtool.acmize_(acm.model, acmtool.AcmConfig(targets="mlp"))
+    acm_path = export_onnx(acm.model.eval(), folder / "acm.onnx", torch.randn(2, 3, 32, 32), "custom-op")
+    return acm_path, dense_path
+
+
+def test_bench_json_with_baseline(models, tmp_path):
+    acm_path, dense_path = models
+    out = tmp_path / "bench.json"
+    r = run("bench", acm_path, "--baseline", dense_path, "--batch", 3, "--warmup", 1, "--iters", 5,
+            "--threads", 1, "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "speed-up vs baseline" in r.output and "p99 ms" in r.output
+    report = json.loads(out.read_text())
+    for role in ("model", "baseline"):
+        assert all(report[role][f] > 0 for f in LATENCY_FIELDS), report[role]
+        assert report[role]["p50_ms"] <= report[role]["p90_ms"] <= report[role]["p99_ms"]
+        assert report[role]["inputs"] == {"input": {"shape": [3, 3, 32, 32], "dtype": "float32"}}
+    assert report["model"]["path"] == str(acm_path) and report["baseline"]["path"] == str(dense_path)
+    assert report["speedup"] > 0 and report["interleaved"]
+    assert report["provider"] == "CPUExecutionProvider" and not report["io_binding"]
+    assert report["config"]["iters"] == 5 and report["config"]["threads"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_bench_alone_has_no_ratio(models):
+    from acmtool.runtime.bench import bench
+    report = bench(models[1], BenchConfig(warmup=0, iters=3))
+    assert report["baseline"] is None and report["speedup"] is None and not report["interleaved"]
+    assert report["model"]["inputs"]["input"]["shape"] == [1, 3, 32, 32]  # dynamic batch: 1 by default
+
+
+def test_io_binding_path(models, monkeypatch):
+    """The device path (IOBinding, as on CUDA) exercised with ONNX Runtime's CPU device."""
+    from acmtool.runtime import bench as bench_module
+    monkeypatch.setattr(bench_module, "DEVICE_PROVIDERS", {"CPUExecutionProvider": "cpu"})
+    report = bench_module.bench(models[0], BenchConfig(batch=2, warmup=1, iters=3), baseline=models[1])
+    assert report["io_binding"] and report["speedup"] > 0 and report["model"]["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("case", ["missing", "baseline missing", "not onnx", "provider"])
+def test_bench_bad_input_exits_2(models, tmp_path, case):
+    acm_path, dense_path = models
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    args = {"missing": [tmp_path / "nope.onnx"],
+            "baseline missing": [acm_path, "--baseline", tmp_path / "nope.onnx"],
+            "not onnx": [tmp_path / "junk.onnx"],
+            "provider": [acm_path, "--provider", "NoSuchExecutionProvider"]}[case]
+    out = tmp_path / "bench.json"
+    r = run("bench", *args, "--iters", 1, "--json", out)
+    assert r.exit_code == 2, r.output
+    message = {"missing": "no such file", "baseline missing": "no such file", "not onnx": "not an ONNX model",
+               "provider": "NoSuchExecutionProvider is not available"}[case]
+    assert "acmtool: error:" in r.stderr and message in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_a_provider_this_onnxruntime_lacks_exits_2(models):
+    missing = [p for p in ort.get_all_providers() if p not in ort.get_available_providers()]
+    if not missing:
+        pytest.skip("this onnxruntime has every provider")
+    r = run("bench", models[0], "--provider", missing[0], "--iters", 1)
+    assert r.exit_code == 2 and f"{missing[0]} is not available" in r.stderr, r.output
+
+
+# --- inputs and timing, no model needed --------------------------------------------------------
+Arg = namedtuple("Arg", "name type shape")
+
+
+class FakeSession:
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+    def get_inputs(self):
+        return self.inputs
+
+
+def test_random_feeds_fit_text_and_image_inputs():
+    text = FakeSession([Arg("input_ids", "tensor(int64)", ["batch", "seq"]),
+                        Arg("attention_mask", "tensor(int64)", ["batch", "seq"]),
+                        Arg("token_type_ids", "tensor(int64)", [None, "seq"])])
+    feeds = random_feeds(text, BenchConfig(batch=4, seq=7, vocab=50), np.random.default_rng(0))
+    assert {n: a.shape for n, a in feeds.items()} == {n: (4, 7) for n in feeds}
+    ids = feeds["input_ids"]
+    assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 50 and len(np.unique(ids)) > 1
+    assert (feeds["attention_mask"] == 1).all() and (feeds["token_type_ids"] == 0).all()
+    image = FakeSession([Arg("pixels", "tensor(float)", ["batch", 3, 8, 8])])
+    x = random_feeds(image, BenchConfig(), np.random.default_rng(0))["pixels"]
+    assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32 and abs(float(x.mean())) < 0.5
+
+
+def test_shared_inputs_are_the_same_array():
+    shared = {}
+    a = random_feeds(FakeSession([Arg("input", "tensor(float)", ["b", 4])]), BenchConfig(batch=2),
+                     np.random.default_rng(0), shared)
+    b = random_feeds(FakeSession([Arg("input", "tensor(float)", ["batch", 4])]), BenchConfig(batch=2),
+                     np.random.default_rng(1), shared)
+    assert a["input"] is b["input"]
+
+
+def test_fixed_batch_axis():
+    assert input_shape([2, 3], None, 5, "x") == (2, 3)
+    with pytest.raises(AcmInputError, match="fixed batch size of 2"):
+        input_shape([2, 3], 8, 5, "x")
+
+
+def test_interleaved_rounds_rotate_the_order():
+    calls = []
+    runs = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = time_interleaved(runs, warmup=1, iters=4)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert all(t.shape == (4,) and (t >= 0).all() for t in times.values())
+
+
+# --- the demo's helpers -------------------------------------------------------------------------
+def test_demo_speed_rows_and_table(models):
+    from acmtool.demo.deploy import speed_rows, speed_table
+    rows = speed_rows(*models, batches=(2, 1), warmup=1, iters=3, threads=1)
+    assert [r["batch"] for r in rows] == [2, 1]
+    assert all(r["speedup"] > 0 and r["dense_p50_ms"] > 0 and r["acm_p50_ms"] > 0 for r in rows)
+    text = speed_table(rows)
+    lines = text.splitlines()
+    assert "speed-up" in lines[0] and len(lines) == 4 and all(ln.endswith("x") for ln in lines[2:])
+
+
+def test_demo_onnx_accuracy_and_verify_line(models):
+    from torch.utils.data import TensorDataset
+    from acmtool.demo.deploy import onnx_accuracy, verify_line
+    from acmtool.runtime import session
+    sess = session(models[1])
+    x = torch.randn(10, 3, 32, 32)
+    predicted = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0].argmax(-1))
+    labels = predicted.clone()
+    labels[:3] = (labels[:3] + 1) % 5  # three wrong
+    r = onnx_accuracy(sess, TensorDataset(x, labels), None, batch_size=4)
+    assert r["images"] == 10 and r["accuracy"] == pytest.approx(0.7)
+    line = verify_line({"provider": "CPUExecutionProvider", "max_abs_diff": 1e-6, "tolerance": 1e-4,
+                        "k_agreement": 1.0, "k_found": 2, "acms": 2, "top1_agreement": None})
+    assert line == ("CPUExecutionProvider: max |ORT - PyTorch| = 1e-06 (tolerance 0.0001); K agreement "
+                    "100.000 % over 2/2 ACMs; top-1 agreement n/a")
