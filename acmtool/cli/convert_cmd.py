@@ -37,7 +37,9 @@ def default_output(model: str) -> Path:
 @click.option("--distill-lr", type=float, default=3e-4, show_default=True)
 @click.option("--gate-lr", type=float, default=1e-3, show_default=True)
 @click.option("--finetune-lr", type=float, default=1e-4, show_default=True)
-@click.option("--tau", type=float, default=0.83, show_default=True, help="Gate label threshold.")
+@click.option("--tau", type=float, default=0.83, show_default=True, help="Threshold of the tau gate labels.")
+@click.option("--gate-labels", type=click.Choice(["budget", "tau"]), default="budget", show_default=True,
+              help="Gate pre-training labels: the oracle allocation at the budget, or the tau rule.")
 @click.option("--max-samples", type=click.IntRange(min=2), default=None, help="Use a seeded subset of the data.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -48,7 +50,7 @@ def default_output(model: str) -> Path:
 @click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model beside the checkpoint.")
 def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, num_learners, targets,
                 static, labels, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
-                gate_lr, finetune_lr, tau, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx):
+                gate_lr, finetune_lr, tau, gate_labels, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx):
     """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
     checkpoint. With --data and --budget the ACMs are trained to the budget; without --data they are
     only initialised from the original weights."""
@@ -66,7 +68,7 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         model=model, budget=budget, data=data, output=str(out), weights=weights, arch=arch, model_args=model_kwargs,
         trust_pickle=trust_pickle, num_learners=num_learners, targets=targets, static=static, labels=labels,
         distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
-        batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau,
+        batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau, gate_labels=gate_labels,
         max_samples=max_samples, val_fraction=val_fraction, seed=seed, device=device,
         checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx)
     report = convert(opts)

@@ -29,6 +29,33 @@ def gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, tau: floa
     return stop.float().argmax(0)
 
 
+@torch.no_grad()
+def budget_gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, budget: float) -> torch.Tensor:
+    """Per token: the k that an oracle with this batch's errors would spend at the budget, i.e.
+    argmin_k err_k(t) / mean_t err_min_k + mu * k / N, with mu found by bisection so that the mean
+    k / N matches the budget. Tokens whose error falls fast get more learners; the labels spread
+    over every k instead of piling on N (what the tau rule gives for well-distilled learners).
+    Returned as a choice index (k - min_k)."""
+    prefixes = acm.forward_prefixes(z)[acm.min_k:]  # [C, T, Dout], k = min_k..N
+    err = (prefixes - target.unsqueeze(0)).pow(2).mean(-1)  # [C, T]
+    err = err / err[0].mean().clamp(min=1e-12)
+    ks = (torch.arange(err.shape[0], device=err.device, dtype=err.dtype) + acm.min_k).unsqueeze(1)
+    n = acm.num_learners
+
+    def choose(mu: float) -> torch.Tensor:
+        return (err + mu * ks / n).argmin(0)
+    lo, hi = 0.0, 1.0
+    while (choose(hi).float() + acm.min_k).mean() / n > budget and hi < 1e6:
+        hi *= 2
+    for _ in range(30):  # spend falls as mu rises
+        mid = (lo + hi) / 2
+        if (choose(mid).float() + acm.min_k).mean() / n > budget:
+            lo = mid
+        else:
+            hi = mid
+    return choose(hi)
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(teacher || student) on softened logits."""
     t = temperature

@@ -11,6 +11,7 @@ from acmtool.io.call import hidden_states, main_output, run_model
 from acmtool.layers.acm import AcmModule
 from acmtool.train.losses import (
     batch_budget,
+    budget_gate_labels,
     budget_loss,
     diversity_loss,
     embedding_distillation_loss,
@@ -39,18 +40,22 @@ class DistillObjective(nn.Module):
 
 
 class GateObjective(nn.Module):
-    """Phase 2: each gate learns the tau labels by cross-entropy; learners frozen."""
+    """Phase 2: each gate learns its labels by cross-entropy; learners frozen. Labels: 'budget'
+    (the oracle allocation at the target budget) or 'tau' (DESIGN.md's relative-gain rule)."""
 
-    def __init__(self, acms: dict[str, AcmModule], tau: float):
+    def __init__(self, acms: dict[str, AcmModule], tau: float, labels: str = "budget", budget: float = 0.5):
         super().__init__()
         self.acms = _acm_dict(acms)
-        self.tau = tau
+        self.tau, self.labels, self.budget = tau, labels, budget
 
     def forward(self, captures: dict) -> tuple[torch.Tensor, float]:
         losses, accs = [], []
         for n, (z, y) in captures.items():
             acm = self.acms[n.replace(".", "/")]
-            labels = gate_labels(acm, z, y, self.tau)
+            if self.labels == "tau":
+                labels = gate_labels(acm, z, y, self.tau)
+            else:
+                labels = budget_gate_labels(acm, z, y, self.budget)
             logits = acm.gate(z)
             losses.append(F.cross_entropy(logits, labels))
             accs.append((logits.argmax(-1) == labels).float().mean())

@@ -31,6 +31,7 @@ class ConvertOptions:
     gate_lr: float = 1e-3
     finetune_lr: float = 1e-4
     tau: float = 0.83
+    gate_labels: str = "budget"  # "budget": oracle allocation at the budget; "tau": DESIGN.md's rule
     gumbel_tau: float = 0.8
     budget_weight: float = 0.1
     entropy_weight: float = 0.05
@@ -54,6 +55,8 @@ class ConvertOptions:
             raise AcmInputError("--batch-size must be positive")
         if not 0 < self.tau < 1:
             raise AcmInputError(f"--tau must lie in (0, 1); got {self.tau}")
+        if self.gate_labels not in ("budget", "tau"):
+            raise AcmInputError(f"--gate-labels must be budget or tau; got {self.gate_labels!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AcmInputError("--max-steps must be positive")
 

@@ -170,7 +170,7 @@ class Pipeline:
 
     def pretrain_gates(self, stop) -> None:
         _set_trainable(_gate_params(self.acms), _learner_params(self.acms))
-        obj = _wrap(GateObjective(self.acms, self.opts.tau), self.ctx)
+        obj = _wrap(GateObjective(self.acms, self.opts.tau, self.opts.gate_labels, self.opts.budget), self.ctx)
 
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device))
