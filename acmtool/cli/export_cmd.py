@@ -34,7 +34,7 @@ def verify_cmd(onnx_model, checkpoint, data, batches, batch_size, tolerance, pro
     """Run ONNX_MODEL in ONNX Runtime and CHECKPOINT in PyTorch on the same inputs; exit 1 when the
     outputs differ by more than the tolerance."""
     from acmtool.export.inputs import verification_batches
-    from acmtool.export.verify import verify
+    from acmtool.export.verify import verify, verify_line
     from acmtool.io.checkpoint import load
     model = load(checkpoint)
     report = verify(onnx_model, model, verification_batches(model, data, batches, batch_size), tolerance,
@@ -42,11 +42,7 @@ def verify_cmd(onnx_model, checkpoint, data, batches, batch_size, tolerance, pro
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        k = f"{100 * report['k_agreement']:.3f} %" if report["k_agreement"] is not None else "n/a"
-        top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
-        click.echo(f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
-                   f"(tolerance {tolerance:g}); K agreement {k} over {report['k_found']}/{report['acms']} ACMs; "
-                   f"top-1 agreement {top1}")
+        click.echo(verify_line(report))
     if not report["passed"]:
         raise AcmCheckFailed(f"outputs differ by {report['max_abs_diff']:.3g} > {tolerance:g}")
     click.echo("verify: ok")

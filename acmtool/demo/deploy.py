@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from acmtool.cli.format import table
+from acmtool.export.verify import verify_line
 
 SPEED_BATCHES = (8, 1)
 SPEED_RUNS = {"warmup": 20, "iters": 200}  # per batch size and model; a run of this model takes about 1 ms
@@ -40,15 +41,6 @@ def export_dense(model: torch.nn.Module, spec: dict, path: Path, log=print) -> P
     path = export_onnx(model.eval(), path, x, "standard")
     log(f"dense model in ONNX: {path}")
     return path
-
-
-def verify_line(report: dict) -> str:
-    """The line `acmtool verify` prints."""
-    k = f"{100 * report['k_agreement']:.3f} %" if report["k_agreement"] is not None else "n/a"
-    top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
-    return (f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
-            f"(tolerance {report['tolerance']:g}); K agreement {k} over {report['k_found']}/{report['acms']} ACMs; "
-            f"top-1 agreement {top1}")
 
 
 def onnx_accuracy(sess, dataset, collate, batch_size: int = ORT_BATCH) -> dict:

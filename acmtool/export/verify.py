@@ -104,3 +104,12 @@ def verify(onnx_path, model, batches: list, tolerance: float = 1e-4, providers=N
             "k_found": len(ks), "acms": len(acms), "k_agreement": k_same / k_total if k_total else None,
             "top1_agreement": top1_same / top1_total if top1_total else None, "batches": len(batches),
             "provider": sess.get_providers()[0]}
+
+
+def verify_line(report: dict) -> str:
+    """The line `acmtool verify` prints."""
+    k = f"{100 * report['k_agreement']:.3f} %" if report["k_agreement"] is not None else "n/a"
+    top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
+    return (f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
+            f"(tolerance {report['tolerance']:g}); K agreement {k} over {report['k_found']}/{report['acms']} ACMs; "
+            f"top-1 agreement {top1}")
