@@ -33,6 +33,7 @@ def main(argv=None) -> dict:
     p.add_argument("--distill-epochs", type=float, default=1.0)
     p.add_argument("--gate-epochs", type=float, default=0.5)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -44,7 +45,8 @@ def main(argv=None) -> dict:
         report = convert(ConvertOptions(
             model=minilm_folder(), budget=a.budget, data="fortunes", output=f"{tmp}/minilm.acm.safetensors",
             static=a.static, distill_epochs=a.distill_epochs, gate_epochs=a.gate_epochs,
-            finetune_epochs=a.finetune_epochs, batch_size=a.batch_size, max_samples=a.max_samples))
+            finetune_epochs=a.finetune_epochs, finetune_lr=a.finetune_lr, batch_size=a.batch_size,
+            max_samples=a.max_samples))
     minutes = (time.time() - started) / 60
     v = report["validation"]
     drop = 100 * (v["teacher_probe_accuracy"] - v["student_probe_accuracy"])
