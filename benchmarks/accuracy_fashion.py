@@ -21,12 +21,23 @@ from benchmarks.machine import setup, tag
 RESULTS = Path(__file__).parent / "results"
 
 
+def write(stem: Path, rows: list) -> None:
+    # not with_suffix: the tag ends in a version number ("ort1.32.0") that it would cut
+    Path(f"{stem}.json").write_text(json.dumps({"setup": setup(), "rows": rows}, indent=2))
+    with open(f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main(argv=None) -> list:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     weights = trained_weights()
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"accuracy-fashion-vit-{tag()}"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for b in a.budgets:
@@ -36,18 +47,12 @@ def main(argv=None) -> list:
                          "acm_budget": acm["achieved_budget"], "acm_flops": acm["flops"]["ratio"],
                          "static_acc": static["student_accuracy"], "static_budget": static["achieved_budget"],
                          "static_flops": static["flops"]["ratio"]})
+            write(stem, rows)  # after every budget: a long run interrupted keeps what it measured
     print("\nFashion-MNIST ViT, test accuracy (%) against compute:")
     print(table(["budget", "dense", "ACM", "static", "ACM - static", "ACM budget", "ACM FLOPs", "static FLOPs"],
                 [[f"{r['budget']:.2f}", f"{100 * r['dense_acc']:.2f}", f"{100 * r['acm_acc']:.2f}",
                   f"{100 * r['static_acc']:.2f}", f"{100 * (r['acm_acc'] - r['static_acc']):+.2f}",
                   f"{r['acm_budget']:.3f}", f"{r['acm_flops']:.3f}", f"{r['static_flops']:.3f}"] for r in rows]))
-    a.out.mkdir(parents=True, exist_ok=True)
-    stem = a.out / f"accuracy-fashion-vit-{tag()}"
-    stem.with_suffix(".json").write_text(json.dumps({"setup": setup(), "rows": rows}, indent=2))
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     print(f"wrote {stem}.json and .csv")
     return rows
 

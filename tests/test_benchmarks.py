@@ -1,0 +1,64 @@
+"""Smoke test of `python -m benchmarks run`'s pieces on tiny shapes (seconds, not the real sizes)."""
+import json
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("timm")
+pytest.importorskip("matplotlib")
+
+from acmtool.runtime import library_path  # noqa: E402
+
+
+def _library_or_skip():
+    try:
+        library_path()
+    except Exception as e:  # not built: the ORT pieces cannot run
+        pytest.skip(f"custom-op library unavailable: {e}")
+
+
+def test_ops_tiny():
+    _library_or_skip()
+    from benchmarks import ops
+    rows = ops.ort_rows((0.5,), (3,), rounds=1, threads=1, standard=False)
+    assert len(rows) == 1 and rows[0]["tokens"] == 3 and rows[0]["speedup_vs_dense"] > 0
+    trows = ops.torch_rows((0.5, 1.0), (3,), rounds=1)
+    assert [r["budget"] for r in trows] == [0.5, 1.0] and trows[1]["mean_k_over_n"] == 1.0
+    assert "DynLearners ms" in ops.render_ort(rows) and "grouped ms" in ops.render_torch(trows)
+
+
+def test_models_tiny(tmp_path):
+    _library_or_skip()
+    from benchmarks import models
+    kwargs = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 3}
+    rows = models.model_rows("timm:vit_tiny_patch16_224", (0.5,), (1, 2), ("mlp",), tmp_path, warmup=0, iters=2,
+                             threads=1, log=lambda *_: None, model_kwargs=kwargs)
+    assert [r["batch"] for r in rows] == [1, 2]
+    r = rows[0]
+    assert abs(r["achieved_budget"] - 0.5) < 0.3 and 0 < r["flops_ratio"] < 1.1
+    assert r["acm_p50_ms"] <= r["acm_p99_ms"] and r["speedup"] > 0
+    assert "FLOPs ratio" in models.render(rows)
+
+
+def test_pareto_and_entry_point(tmp_path, capsys):
+    from benchmarks import pareto
+    from benchmarks.__main__ import main
+    # empty folder: says so, exits 0
+    assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path)]) == 0
+    assert "no accuracy results" in capsys.readouterr().out
+    rows = [{"budget": 0.5, "dense_acc": 0.9, "acm_acc": 0.88, "acm_budget": 0.5, "acm_flops": 0.7,
+             "static_acc": 0.85, "static_budget": 0.5, "static_flops": 0.68}]
+    (tmp_path / "accuracy-fashion-vit-x.json").write_text(json.dumps({"rows": rows}))
+    minilm = {"args": {"budget": 0.5, "static": False},
+              "report": {"validation": {"teacher_probe_accuracy": 0.5, "student_probe_accuracy": 0.48,
+                                        "achieved_budget": 0.5, "flops": {"ratio": 0.69}}}}
+    (tmp_path / "accuracy-minilm-fortunes-acm-b0.5-x.json").write_text(json.dumps(minilm))
+    points = pareto.collect(tmp_path)
+    assert {(p["task"], p["method"]) for p in points} == {("fashion-vit", "dense"), ("fashion-vit", "acm"),
+                                                         ("fashion-vit", "static"), ("minilm-fortunes", "dense"),
+                                                         ("minilm-fortunes", "acm")}
+    assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-vit" in out and "minilm-fortunes" in out
+    for ext in (".json", ".csv", ".png"):
+        assert len(list(tmp_path.glob(f"accuracy-pareto-*{ext}"))) == 1
