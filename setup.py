@@ -5,6 +5,7 @@ Building a wheel or a regular install also builds the ONNX Runtime custom-op lib
 compiler or ORT headers) the package installs without it and says so. Editable installs use
 `make build`, whose library acmtool.runtime.library_path() finds in build/custom_ops/.
 """
+import os
 import runpy
 import shutil
 from pathlib import Path
@@ -18,9 +19,12 @@ ROOT = Path(__file__).parent
 class BuildWithCustomOps(build_py):
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):
+            return  # editable installs use `make build`, found in build/custom_ops
         build = runpy.run_path(str(ROOT / "acmtool" / "runtime" / "build.py"))  # no acmtool import: no torch
+        cuda = os.environ.get("ACMTOOL_CUDA", "OFF")  # ON / AUTO add the CUDA kernel (custom_ops/README.md)
         try:
-            library = build["build_custom_ops"](ROOT / "build" / "custom_ops")
+            library = build["build_custom_ops"](ROOT / "build" / "custom_ops", cmake_args=[f"-DACMTOOL_CUDA={cuda}"])
         except build["BuildUnavailable"] as e:
             print(f"acmtool: the custom-op library was not built ({e}); the standard ONNX format still works")
             return
