@@ -18,7 +18,7 @@ from acmtool.convert.acmize import INFO_ATTR, acm_info, acmize_
 from acmtool.errors import AcmInputError
 from acmtool.io.atomic import atomic_path
 from acmtool.layers.control import apply_static_k
-from acmtool.io.sources import CHECKPOINT_FORMAT, build_from_spec, safetensors_metadata, user_spec
+from acmtool.io.sources import CHECKPOINT_FORMAT, build_from_spec, check_file, safetensors_metadata, user_spec
 
 FORMAT_VERSION = "1"
 
@@ -41,10 +41,7 @@ def save(model: nn.Module, path, source: Optional[dict] = None) -> Path:
 def read_info(path) -> dict:
     """The checkpoint's metadata, checked, without loading any weights."""
     path = Path(path)
-    if not path.is_file():
-        raise AcmInputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AcmInputError(f"{path}: the file is empty")
+    check_file(path)
     meta = safetensors_metadata(path) or {}
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise AcmInputError(f"{path} is a .safetensors file but not an ACM checkpoint (no acmtool metadata); "

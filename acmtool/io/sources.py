@@ -42,7 +42,7 @@ def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] =
     path = Path(source)
     if path.is_dir():
         return _hf_folder(path, with_weights=True)
-    _check_file(path)
+    check_file(path)
     if path.suffix == ".safetensors":
         if _is_acm_checkpoint(path):
             raise AcmInputError(f"{path} is already an ACM checkpoint; convert the original model "
@@ -193,7 +193,8 @@ def _with_arch(path: Path, arch: Optional[str], state: dict, trust_pickle: bool)
 
 
 # --- files -------------------------------------------------------------------------------
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
+    """An existing, non-empty regular file, or an AcmInputError saying which it is not."""
     if not path.exists():
         raise AcmInputError(f"{path}: no such file")
     if not path.is_file():
@@ -216,7 +217,7 @@ def safetensors_metadata(path: Path) -> Optional[dict]:
 
 
 def _read_state_dict(path: Path, trust_pickle: bool) -> dict:
-    _check_file(path)
+    check_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         try:

@@ -56,13 +56,9 @@ class BenchConfig:
 def check_model_file(path) -> Path:
     """A readable ONNX file, or an AcmInputError that says what is wrong with it."""
     import onnx
+    from acmtool.io.sources import check_file
     path = Path(path)
-    if not path.exists():
-        raise AcmInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise AcmInputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise AcmInputError(f"{path}: the file is empty")
+    check_file(path)
     try:
         onnx.load(str(path), load_external_data=False)
     except Exception as e:
