@@ -24,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import readme
 from benchmarks.machine import setup, tag
 
 RESULTS = Path(__file__).parent / "results"
+ACCURACY_BUDGETS = (0.25, 0.5, 0.75)
+MODEL_SECONDS = 60.0  # the time box of one dense-vs-ACM comparison in a full run
 
 
 def with_ext(stem: Path, ext: str) -> Path:
@@ -46,7 +49,7 @@ def write(rows: list[dict], stem: Path, extra: dict) -> None:
     print(f"wrote {stem}.json and .csv")
 
 
-def run_ops(a, suffix: str) -> None:
+def run_ops(a, suffix: str) -> dict:
     from benchmarks import ops
     budgets = ops.QUICK_BUDGETS if a.quick else ops.BUDGETS
     tokens = ops.QUICK_TOKENS if a.quick else ops.TOKENS
@@ -67,42 +70,50 @@ def run_ops(a, suffix: str) -> None:
     print(ops.render_torch(torch_rows))
     write(ort_rows, a.out / f"bench-ops-ort-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
     write(torch_rows, a.out / f"bench-ops-torch-{tag()}-t{a.threads}{suffix}", {"quick": a.quick})
+    return {"summary": readme.indented(readme.summary(ort_rows, torch_rows)),
+            "ops-ort": readme.indented(ops.render_ort(ort_rows)), "ops-torch": readme.indented(ops.render_torch(torch_rows))}
 
 
-def run_models(a, suffix: str) -> None:
+def run_models(a, suffix: str) -> dict:
     from benchmarks import models
     names = models.QUICK_MODELS if a.quick else models.MODELS
     budgets = (0.5,) if a.quick else (0.25, 0.5, 0.75)
     targets = ("mlp",) if a.quick else ("mlp", "mlp+attn")
     batches = (1, 8)
-    warmup, iters = (1, 5) if a.quick else (5, 50)
-    print(f"\n== model level: ONNX Runtime CPU, {a.threads} threads, {warmup} warm-up + {iters} interleaved rounds; "
-          f"random weights (MiniLM: real), gates calibrated to the budget on random inputs ==")
+    # a full run time-boxes each comparison (ViT-B at batch 8 takes seconds a round on 2 cores)
+    warmup, iters, seconds = (1, 5, None) if a.quick else (3, 50, MODEL_SECONDS)
+    box = f" (fewer where {iters} would take over {seconds:.0f} s, at least 10)" if seconds else ""
+    print(f"\n== model level: ONNX Runtime CPU, {a.threads} threads, {warmup} warm-up + {iters} interleaved rounds"
+          f"{box}; random weights (MiniLM: real), gates calibrated to the budget on random inputs ==")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            rows += models.model_rows(name, budgets, batches, targets, Path(tmp), warmup, iters, a.threads)
+            rows += models.model_rows(name, budgets, batches, targets, Path(tmp), warmup, iters, a.threads,
+                                      max_seconds=seconds)
     print("\nspeed-up: median over rounds of dense time / ACM time; ideal: 1 / whole-model FLOPs ratio")
     print(models.render(rows))
     write(rows, a.out / f"bench-models-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
+    return {"models": readme.indented(models.render(rows))}
 
 
-def run_accuracy(a) -> None:
+def run_accuracy(a) -> dict:
     from benchmarks import pareto
     if a.accuracy:
         from benchmarks import accuracy_fashion, accuracy_minilm
-        accuracy_fashion.main(["--out", str(a.out)])
-        accuracy_minilm.main(["--out", str(a.out)])
+        accuracy_fashion.main(["--out", str(a.out), "--budgets", *map(str, ACCURACY_BUDGETS)])
+        accuracy_minilm.main(["--out", str(a.out), "--budgets", *map(str, ACCURACY_BUDGETS),
+                              "--methods", "acm", "static"])
     points = pareto.collect(a.out)
     print("\n== accuracy against compute (latest accuracy_fashion / accuracy_minilm results) ==")
     if not points:
         print(f"no accuracy results in {a.out}; run python -m benchmarks run --accuracy (or the accuracy_* scripts)")
-        return
+        return {}
     print(pareto.render(points))
     stem = a.out / f"accuracy-pareto-{tag()}"
     write(points, stem, {})
     png = pareto.plot(points, with_ext(stem, ".png"))
     print(f"wrote {png}")
+    return {"accuracy": readme.indented(pareto.render(points)) + readme.image(png)}
 
 
 def main(argv=None) -> int:
@@ -115,16 +126,27 @@ def main(argv=None) -> int:
     r.add_argument("--skip-models", action="store_true")
     r.add_argument("--threads", type=int, default=os.cpu_count())
     r.add_argument("--out", type=Path, default=RESULTS)
+    r.add_argument("--no-readme", action="store_true", help="leave README.md's tables as they are")
     a = p.parse_args(argv)
     started = time.time()
     suffix = "-quick" if a.quick else ""
     print(f"setup: {setup()}")
+    blocks = {}
     if not a.skip_ops:
-        run_ops(a, suffix)
+        blocks |= run_ops(a, suffix)
     if not a.skip_models:
-        run_models(a, suffix)
-    run_accuracy(a)
-    print(f"\nbenchmarks done in {(time.time() - started) / 60:.1f} min")
+        blocks |= run_models(a, suffix)
+    blocks |= run_accuracy(a)
+    minutes = (time.time() - started) / 60
+    print(f"\nbenchmarks done in {minutes:.1f} min")
+    # the README shows full runs into the repository's results only: a --quick run (CI) or one
+    # written elsewhere prints its tables and leaves the README alone
+    if not a.quick and not a.no_readme and a.out.resolve() == RESULTS.resolve():
+        if not a.skip_ops and not a.skip_models:
+            blocks["setup"] = readme.setup_line(setup(), minutes)
+        done = readme.update(blocks)
+        print(f"README.md: updated {', '.join(done) or 'nothing'}" if done else
+              "README.md: no benchmark blocks to update")
     return 0
 
 

@@ -80,7 +80,7 @@ def export(model, ex, path: Path) -> Path:
 
 def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: int, iters: int,
                threads: int | None, provider: str = "CPUExecutionProvider", log=print,
-               model_kwargs: dict | None = None) -> list[dict]:
+               model_kwargs: dict | None = None, max_seconds: float | None = None) -> list[dict]:
     model, ex = load(name, model_kwargs)
     safe = name.replace(":", "_").replace("/", "_")
     dense_path = export(model, ex, folder / f"{safe}-dense.onnx")
@@ -91,11 +91,12 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
             acm_path = export(acm, ex, folder / f"{safe}-{targets.replace('+', '_')}-b{bud}.onnx")
             del acm
             for b in batches:
-                cfg = BenchConfig(batch=b, seq=SEQ, warmup=warmup, iters=iters, threads=threads, provider=provider)
+                cfg = BenchConfig(batch=b, seq=SEQ, warmup=warmup, iters=iters, threads=threads, provider=provider,
+                                  max_seconds=max_seconds)
                 rep = bench(acm_path, cfg, baseline=dense_path)
                 row = {"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
                        "flops_ratio": ratio, "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
-                       "iters": iters,
+                       "iters": rep["config"]["iters"],
                        **{f"dense_{k}": rep["baseline"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
                        **{f"acm_{k}": rep["model"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
                        "speedup": rep["speedup"]}
@@ -108,10 +109,10 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
 
 
 def render(rows: list[dict]) -> str:
-    return table(["model", "targets", "budget", "achieved", "FLOPs ratio", "batch", "dense p50/p90/p99 ms",
+    return table(["model", "targets", "budget", "achieved", "FLOPs ratio", "batch", "rounds", "dense p50/p90/p99 ms",
                   "ACM p50/p90/p99 ms", "dense /s", "ACM /s", "speed-up", "ideal"],
                  [[r["model"], r["targets"], f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
-                   f"{r['flops_ratio']:.3f}", str(r["batch"]),
+                   f"{r['flops_ratio']:.3f}", str(r["batch"]), str(r.get("iters", "-")),
                    "/".join(f"{r[f'dense_p{p}_ms']:.1f}" for p in (50, 90, 99)),
                    "/".join(f"{r[f'acm_p{p}_ms']:.1f}" for p in (50, 90, 99)),
                    f"{r['dense_samples_per_s']:.1f}", f"{r['acm_samples_per_s']:.1f}", f"{r['speedup']:.2f}x",

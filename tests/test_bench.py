@@ -176,3 +176,15 @@ def test_demo_onnx_accuracy_and_verify_line(models):
                         "k_agreement": 1.0, "k_found": 2, "acms": 2, "top1_agreement": None})
     assert line == ("CPUExecutionProvider: max |ORT - PyTorch| = 1e-06 (tolerance 0.0001); K agreement "
                     "100.000 % over 2/2 ACMs; top-1 agreement n/a")
+
+
+def test_rounds_within_a_time_box():
+    import time as _time
+    from acmtool.runtime.bench import MIN_ROUNDS, BenchConfig, rounds_within
+    slow = {"a": lambda: _time.sleep(0.01), "b": lambda: _time.sleep(0.01)}
+    assert rounds_within(slow, BenchConfig(iters=100)) == 100  # no box: as asked
+    assert rounds_within(slow, BenchConfig(iters=100, max_seconds=0.001)) == MIN_ROUNDS  # never fewer
+    assert MIN_ROUNDS < rounds_within(slow, BenchConfig(iters=100, max_seconds=0.5)) < 30
+    assert rounds_within(slow, BenchConfig(iters=3, max_seconds=0.001)) == 3  # never more than asked
+    with pytest.raises(AcmInputError, match="--max-seconds"):
+        BenchConfig(max_seconds=0)

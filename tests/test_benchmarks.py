@@ -62,3 +62,40 @@ def test_pareto_and_entry_point(tmp_path, capsys):
     assert "fashion-vit" in out and "minilm-fortunes" in out
     for ext in (".json", ".csv", ".png"):
         assert len(list(tmp_path.glob(f"accuracy-pareto-*{ext}"))) == 1
+
+
+def test_readme_blocks_are_replaced_and_the_rest_kept(tmp_path):
+    from benchmarks import readme
+    doc = tmp_path / "README.md"
+    doc.write_text("intro\n<!-- benchmarks:ops-ort -->\nold table\n<!-- /benchmarks:ops-ort -->\nmiddle\n"
+                   "<!-- benchmarks:models -->\nold models\n<!-- /benchmarks:models -->\nend\n")
+    doc.chmod(0o644)
+    mode = 0o644
+    done = readme.update({"ops-ort": readme.indented("a  b\n1  2"), "accuracy": "not in this file"}, doc)
+    assert done == ["ops-ort"]
+    text = doc.read_text()
+    assert "    a  b\n    1  2\n<!-- /benchmarks:ops-ort -->" in text and "old table" not in text
+    assert "old models" in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert readme.update({"ops-ort": readme.indented("a  b\n1  2")}, doc) == ["ops-ort"]
+    assert doc.read_text() == text  # the same tables again: the same file
+    assert [f.name for f in tmp_path.iterdir()] == ["README.md"]  # no temporary file left
+    assert doc.stat().st_mode & 0o777 == mode
+
+
+def test_readme_summary_and_image():
+    from benchmarks import readme
+    ort_rows = [{"provider": "CPUExecutionProvider", "tokens": 1576, "budget": b, "speedup_vs_dense": 2 / b,
+                 "speedup_vs_standard": 3 / b} for b in (0.25, 0.5)]
+    torch_rows = [{"device": "cpu", "tokens": 1576, "budget": 1.0, "grouped_speedup_vs_dense": 0.99}]
+    text = readme.summary(ort_rows, torch_rows)
+    assert "8.00x" in text and "4.00x" in text and "12.00x" in text and "0.99x" in text and " - " in f"{text} "
+    assert readme.image(readme.README.parent / "benchmarks" / "results" / "p.png") == \
+        "\n![accuracy against compute](benchmarks/results/p.png)\n"
+    assert readme.image(readme.README.parent.parent / "elsewhere.png") == ""
+
+
+def test_the_readme_has_every_block():
+    from benchmarks import readme
+    text = readme.README.read_text()
+    for name in ("summary", "setup", "ops-ort", "ops-torch", "models", "accuracy"):
+        assert f"<!-- benchmarks:{name} -->" in text and f"<!-- /benchmarks:{name} -->" in text

@@ -116,3 +116,15 @@ def test_hard_gumbel_softmax_noise_scales():
     assert logits.grad.abs().sum() > 0  # the straight-through gradient reaches the logits
     noisy = hard_gumbel_softmax(logits.detach(), 0.8, noise=1.0)
     assert (noisy.argmax(-1) != logits.argmax(-1)).any()
+
+
+def test_training_gate_reads_a_detached_token():
+    # the task loss may train the gate, but must not teach the model upstream to steer it
+    m = make().train()
+    seen = []
+    m.gate.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].requires_grad))
+    x = torch.randn(6, 10, requires_grad=True)
+    m(x).sum().backward()
+    assert seen == [False]
+    assert m.gate.fc1.weight.grad is not None and float(m.gate.fc1.weight.grad.abs().sum()) > 0
+    assert x.grad is not None  # the learners still pass gradients upstream

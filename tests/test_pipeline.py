@@ -205,3 +205,21 @@ def test_eval_command_errors(tmp_path, npz):
     r = subprocess.run([sys.executable, "-m", "acmtool", "eval", str(tmp_path / "none.safetensors"), "--data", npz],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("finetune_gates", [False, True])
+def test_finetune_trains_the_gates_only_when_asked(tmp_path, npz, finetune_gates):
+    from acmtool.train.loop import GracefulStop
+    from acmtool.train.pipeline import Pipeline
+    p = Pipeline(options(npz, tmp_path / "g.acm.safetensors", finetune_gates=finetune_gates))
+    p.prepare()
+    with GracefulStop() as stop:
+        p.distill(stop)
+        p.pretrain_gates(stop)
+        gates = {n: v.clone() for n, v in p.student.state_dict().items() if ".gate." in n}
+        learners = {n: v.clone() for n, v in p.student.state_dict().items() if n.endswith(".w1")}
+        p.finetune(stop)
+    after = p.student.state_dict()
+    assert any(not torch.equal(after[n], v) for n, v in learners.items())
+    assert any(not torch.equal(after[n], v) for n, v in gates.items()) == finetune_gates
+    assert "budget" in p.run.data["history"]["finetune"]  # reported either way

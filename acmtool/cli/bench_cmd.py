@@ -18,19 +18,22 @@ from acmtool.cli.main import cli
               help="Size of every other dynamic axis (sequence length).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
 @click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs (rounds).")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time box: fewer rounds (at least 10) where --iters would take longer.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="ONNX Runtime intra-op threads [default: ONNX Runtime's choice].")
 @click.option("--provider", default="CPUExecutionProvider", show_default=True,
               help="Execution provider; refused unless ONNX Runtime really runs on it. CUDA binds inputs and "
                    "outputs on the device.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
-def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, threads, provider, json_path):
+def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, threads, provider, json_path):
     """Time ONNX_MODEL in ONNX Runtime on random inputs that fit it: p50/p90/p99 latency and
     samples per second; with --baseline, both side by side and the speed-up (median over rounds
     of baseline time / model time)."""
     from acmtool.io.atomic import atomic_path
     from acmtool.runtime.bench import BenchConfig, bench, render
-    cfg = BenchConfig(batch=batch, seq=seq, warmup=warmup, iters=iters, threads=threads, provider=provider)
+    cfg = BenchConfig(batch=batch, seq=seq, warmup=warmup, iters=iters, threads=threads, provider=provider,
+                      max_seconds=max_seconds)
     report = bench(onnx_model, cfg, baseline=baseline)
     click.echo(render(report))
     if json_path:

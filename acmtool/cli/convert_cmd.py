@@ -29,6 +29,9 @@ def default_output(model: str) -> Path:
               help="Convert MLPs only, or MLPs and attention projections.")
 @click.option("--static", is_flag=True, help="The static baseline: no gate, every token runs round(B*N) learners.")
 @click.option("--labels", is_flag=True, help="Add cross-entropy on the data's labels to the distillation loss.")
+@click.option("--finetune-gates", is_flag=True,
+              help="Train the gates in fine-tuning too (budget, entropy and diversity losses); by default they "
+                   "keep what gate pre-training taught them.")
 @click.option("--distill-epochs", type=float, default=1.0, show_default=True)
 @click.option("--gate-epochs", type=float, default=0.5, show_default=True)
 @click.option("--finetune-epochs", type=float, default=1.0, show_default=True)
@@ -49,7 +52,7 @@ def default_output(model: str) -> Path:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
 @click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model beside the checkpoint.")
 def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, num_learners, targets,
-                static, labels, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
+                static, labels, finetune_gates, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
                 gate_lr, finetune_lr, tau, gate_labels, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx):
     """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
     checkpoint. With --data and --budget the ACMs are trained to the budget; without --data they are
@@ -67,6 +70,7 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
     opts = ConvertOptions(
         model=model, budget=budget, data=data, output=str(out), weights=weights, arch=arch, model_args=model_kwargs,
         trust_pickle=trust_pickle, num_learners=num_learners, targets=targets, static=static, labels=labels,
+        finetune_gates=finetune_gates,
         distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
         batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau, gate_labels=gate_labels,
         max_samples=max_samples, val_fraction=val_fraction, seed=seed, device=device,

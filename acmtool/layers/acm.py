@@ -70,9 +70,11 @@ class AcmModule(nn.Module):
             self.last_k = torch.full(x.shape[:-1], self.forced_k, device=x.device)
             self.last_logits = self.last_onehot = None
             return self.forward_k(x, self.forced_k)
-        logits = self.gate(x)
         if self.training:
-            return self._forward_gated_train(x, logits)
+            # the gate reads a detached copy of the token: the task loss trains the gate's choices,
+            # never the model upstream into steering the gate (it learned to raise every k that way)
+            return self._forward_gated_train(x, self.gate(x.detach()))
+        logits = self.gate(x)
         k = logits.argmax(-1) + self.min_k if self.replay_k is None else self.replay_k
         if not torch.compiler.is_compiling():  # export traces this: keep no traced tensors around
             self.last_k, self.last_logits, self.last_onehot = k, None, None

@@ -41,6 +41,7 @@ class BenchConfig:
     provider: str = "CPUExecutionProvider"
     vocab: int = 100  # input_ids are drawn from [0, vocab)
     seed: int = 0
+    max_seconds: Optional[float] = None  # cap on the timed rounds' total: fewer rounds, never under MIN_ROUNDS
 
     def __post_init__(self):
         for name, low in (("seq", 1), ("warmup", 0), ("iters", 1), ("vocab", 1)):
@@ -50,6 +51,8 @@ class BenchConfig:
             raise AcmInputError(f"--batch must be at least 1; got {self.batch}")
         if self.threads is not None and self.threads < 1:
             raise AcmInputError(f"--threads must be at least 1; got {self.threads}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise AcmInputError(f"--max-seconds must be positive; got {self.max_seconds}")
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -166,6 +169,20 @@ def _samples(feeds: dict) -> int:
     return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
+MIN_ROUNDS = 10
+
+
+def rounds_within(runs: dict, cfg: BenchConfig) -> int:
+    """cfg.iters, or fewer where one round (each run once) says they would take over cfg.max_seconds."""
+    if cfg.max_seconds is None:
+        return cfg.iters
+    start = time.perf_counter()
+    for run in runs.values():
+        run()
+    fit = int(cfg.max_seconds / max(time.perf_counter() - start, 1e-9))
+    return max(min(cfg.iters, MIN_ROUNDS), min(cfg.iters, fit))
+
+
 def bench(model, cfg: Optional[BenchConfig] = None, baseline=None) -> dict:
     """Latency percentiles and throughput of `model` (and of `baseline`, measured side by side,
     with the speed-up); the JSON that `acmtool bench --json` writes."""
@@ -188,8 +205,9 @@ def bench(model, cfg: Optional[BenchConfig] = None, baseline=None) -> dict:
             raise AcmInputError(f"{paths[role]}: ONNX Runtime could not run it on random inputs of shapes "
                                 f"{ {n: list(a.shape) for n, a in feeds[role].items()} }: "
                                 f"{str(e).strip().splitlines()[0][:300]}") from None
-    times = time_interleaved(runs, cfg.warmup, cfg.iters)
-    report = {"onnxruntime": ort.__version__, "config": asdict(cfg),
+    iters = rounds_within(runs, cfg)
+    times = time_interleaved(runs, cfg.warmup, iters)
+    report = {"onnxruntime": ort.__version__, "config": asdict(cfg) | {"iters": iters},
               "provider": sessions["model"].get_providers()[0], "io_binding": cfg.provider in DEVICE_PROVIDERS,
               "interleaved": len(sessions) > 1, "baseline": None, "speedup": None}
     for role, s in sessions.items():

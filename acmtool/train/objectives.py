@@ -20,6 +20,7 @@ from acmtool.train.losses import (
     gate_labels,
     kd_loss,
     prefix_distillation_loss,
+    real_tokens,
 )
 
 
@@ -63,17 +64,19 @@ class GateObjective(nn.Module):
 
 
 class FinetuneObjective(nn.Module):
-    """Phase 3: the task loss (distillation from the frozen original; + cross-entropy with labels)
-    plus the budget, entropy and diversity losses on the gates' choices."""
+    """Phase 3: the task loss (distillation from the frozen original; + cross-entropy with labels),
+    and, while the gates train (gate_losses), the budget, entropy and diversity losses on their
+    choices. The batch's achieved budget is reported either way."""
 
     def __init__(self, student: nn.Module, acms: dict[str, AcmModule], target: Optional[float],
-                 weights: tuple[float, float, float], use_labels: bool):
+                 weights: tuple[float, float, float], use_labels: bool, gate_losses: bool = True):
         super().__init__()
         self.student = student
         self.acm_list = list(acms.values())
-        self.target = target  # None: a static model, no gate losses
+        self.target = target  # None: a static model, no gates
         self.w_budget, self.w_entropy, self.w_diversity = weights
         self.use_labels = use_labels
+        self.gate_losses = gate_losses
 
     def forward(self, inputs, labels: torch.Tensor, teacher_out) -> tuple[torch.Tensor, dict]:
         out = run_model(self.student, inputs)
@@ -88,11 +91,14 @@ class FinetuneObjective(nn.Module):
             task = embedding_distillation_loss(hidden_states(out), hidden_states(teacher_out), s_main, t_main, mask)
         stats = {"task": float(task.detach())}
         loss = task
-        if self.target is not None:
-            used = [a for a in self.acm_list if a.last_onehot is not None]
-            beta = batch_budget(used, [a.last_onehot for a in used])
-            probs = [gate_choice_probs(a) for a in used]
-            loss = (loss + self.w_budget * budget_loss(beta, self.target)
-                    + self.w_entropy * entropy_loss(probs) + self.w_diversity * diversity_loss(probs))
+        used = [a for a in self.acm_list if a.last_onehot is not None]
+        if self.target is not None and used:
+            beta = batch_budget(used, [a.last_onehot for a in used], mask)
+            if self.gate_losses:
+                probs = [gate_choice_probs(a, mask) for a in used]
+                loss = (loss + self.w_budget * budget_loss(beta, self.target)
+                        + self.w_entropy * entropy_loss(probs) + self.w_diversity * diversity_loss(probs))
             stats["budget"] = float(beta.detach())
+            # real tokens in this batch: steering weighs batches by them, as the budget weighs tokens
+            stats["tokens"] = float(real_tokens(used[0].last_onehot, mask).shape[0])
         return loss, stats

@@ -22,6 +22,7 @@ class ConvertOptions:
     targets: str = "mlp"
     static: bool = False
     labels: bool = False
+    finetune_gates: bool = False  # train the gates in fine-tuning too (budget, entropy, diversity losses)
     distill_epochs: float = 1.0
     gate_epochs: float = 0.5
     finetune_epochs: float = 1.0

@@ -1,0 +1,103 @@
+"""The phases' losses and gate labels (acmtool.train.losses)."""
+import pytest
+import torch
+
+from acmtool.layers import AcmMlp, AcmProjection
+from acmtool.train.losses import (
+    batch_budget,
+    budget_gate_labels,
+    diversity_loss,
+    entropy_loss,
+    gate_labels,
+    prefix_distillation_loss,
+)
+
+
+def make(cls=AcmMlp, n=4, din=12, h=5, dout=9, min_k=0, act="gelu", bias=True):
+    m = cls(din, dout, n, h, act, min_k=min_k, gate_hidden=8, bias1=bias, bias2=bias)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_()
+    return m
+
+
+def test_prefix_distillation_is_zero_only_when_every_prefix_matches():
+    m = make()
+    z = torch.randn(7, 12)
+    full = m.forward_k(z, 4)
+    assert prefix_distillation_loss(m, z, full) > 0  # prefixes 1..3 differ from h(z, 4)
+    with torch.no_grad():  # learners 2..4 silent: every prefix k >= 1 is h(z, 1)
+        m.w2[1:].zero_()
+    assert float(prefix_distillation_loss(m, z, m.forward_k(z, 1)).detach()) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_prefix_distillation_reaches_every_learner_from_every_prefix():
+    m = make()
+    z = torch.randn(7, 12)
+    prefix_distillation_loss(m, z, torch.randn(7, 9)).backward()
+    assert all(float(m.w2.grad[i].abs().sum()) > 0 for i in range(4))
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.5, 0.75])
+@pytest.mark.parametrize("cls,min_k,act", [(AcmMlp, 0, "gelu"), (AcmProjection, 1, "identity")])
+def test_budget_labels_spend_the_budget(budget, cls, min_k, act):
+    m = make(cls, min_k=min_k, act=act)
+    z = torch.randn(400, 12)
+    target = m.forward_k(z, 4) + 0.01 * torch.randn(400, 9)
+    labels = budget_gate_labels(m, z, target, budget)
+    assert labels.shape == (400,) and labels.min() >= 0 and labels.max() <= 4 - min_k
+    spent = float((labels.float() + min_k).mean() / 4)
+    assert spent <= budget + 1e-6 and spent > budget - 0.05  # as close as the discrete choices allow
+    if budget * 4 > min_k:  # a choice to make: tokens differ in how fast their error falls
+        assert len(labels.unique()) > 1
+
+
+def test_budget_labels_do_not_give_large_tokens_every_learner():
+    # identity learners without biases: h(c z) = c h(z), so a token scaled up by 100 has the same
+    # relative errors and must get the same k; with absolute errors it would take every learner
+    m = make(AcmMlp, act="identity", bias=False)
+    z = torch.randn(200, 12)
+    target = m.forward_k(z, 4) + 0.1 * torch.randn(200, 9)
+    plain = budget_gate_labels(m, z, target, 0.5)
+    scale = torch.ones(200, 1)
+    scale[:20] = 100.0
+    scaled = budget_gate_labels(m, z * scale, target * scale, 0.5)
+    assert torch.equal(plain, scaled)
+
+
+def test_budget_labels_with_zero_outputs_are_finite():
+    m = make()
+    z = torch.randn(30, 12)
+    target = m.forward_k(z, 4)
+    target[:5] = 0
+    labels = budget_gate_labels(m, z, target, 0.5)
+    assert labels.shape == (30,) and int(labels.max()) <= 4
+
+
+def test_tau_labels_stop_where_the_next_learner_stops_helping():
+    m = make(act="identity", bias=False)
+    with torch.no_grad():
+        m.w1[1], m.w2[1] = m.w1[0], m.w2[0]  # learner 2 repeats learner 1: each cuts the error 4x
+        m.w2[2:].zero_()  # learners 3 and 4 add nothing
+    z = torch.randn(50, 12)
+    target = m.forward_k(z, 2)  # two learners reproduce the target exactly
+    labels = gate_labels(m, z, target, tau=0.83)
+    assert torch.all(labels == 2)
+
+
+def test_batch_budget_weighs_acms_by_their_flops():
+    small, big = make(h=2), make(h=6)
+    onehot_all = torch.nn.functional.one_hot(torch.full((10,), 4), 5).float()
+    onehot_none = torch.nn.functional.one_hot(torch.zeros(10, dtype=torch.long), 5).float()
+    beta = batch_budget([small, big], [onehot_none, onehot_all])
+    assert float(beta) == pytest.approx(big.flops_at(4) / (small.flops_at(4) + big.flops_at(4)))
+
+
+def test_entropy_and_diversity_are_normalised():
+    decisive = torch.nn.functional.one_hot(torch.arange(10) % 5, 5).float()  # each token sure, batch spread
+    uniform = torch.full((10, 5), 0.2)
+    assert float(entropy_loss([decisive])) == pytest.approx(0.0, abs=1e-6)
+    assert float(entropy_loss([uniform])) == pytest.approx(1.0, abs=1e-6)
+    assert float(diversity_loss([decisive])) == pytest.approx(-1.0, abs=1e-6)
+    same = torch.nn.functional.one_hot(torch.zeros(10, dtype=torch.long), 5).float()
+    assert float(diversity_loss([same])) == pytest.approx(0.0, abs=1e-6)
