@@ -10,8 +10,10 @@
 3. accuracy against compute (benchmarks.pareto): from the latest accuracy_fashion / accuracy_minilm
    JSON in the results folder (rerun first only with --accuracy); a table and a PNG.
 
-JSON and CSV per part go to benchmarks/results/ with the machine's tag in the name. Speed results
-never change the exit status; only an error does.
+JSON and CSV per part go to benchmarks/results/ with the machine's tag in the name. A full run
+into benchmarks/results/ also rewrites the README's tables between its `benchmarks:` markers
+(--no-readme leaves them); a --quick run only prints. Speed results never change the exit status;
+only an error does.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from acmtool.runtime.bench import MIN_ROUNDS
 from benchmarks import readme
 from benchmarks.machine import setup, tag
 
@@ -82,7 +85,7 @@ def run_models(a, suffix: str) -> dict:
     batches = (1, 8)
     # a full run time-boxes each comparison (ViT-B at batch 8 takes seconds a round on 2 cores)
     warmup, iters, seconds = (1, 5, None) if a.quick else (3, 50, MODEL_SECONDS)
-    box = f" (fewer where {iters} would take over {seconds:.0f} s, at least 10)" if seconds else ""
+    box = f" (fewer where {iters} would take over {seconds:.0f} s, at least {MIN_ROUNDS})" if seconds else ""
     print(f"\n== model level: ONNX Runtime CPU, {a.threads} threads, {warmup} warm-up + {iters} interleaved rounds"
           f"{box}; random weights (MiniLM: real), gates calibrated to the budget on random inputs ==")
     rows = []
@@ -136,17 +139,16 @@ def main(argv=None) -> int:
         blocks |= run_ops(a, suffix)
     if not a.skip_models:
         blocks |= run_models(a, suffix)
+    speed_minutes = (time.time() - started) / 60
     blocks |= run_accuracy(a)
-    minutes = (time.time() - started) / 60
-    print(f"\nbenchmarks done in {minutes:.1f} min")
+    print(f"\nbenchmarks done in {(time.time() - started) / 60:.1f} min")
     # the README shows full runs into the repository's results only: a --quick run (CI) or one
     # written elsewhere prints its tables and leaves the README alone
     if not a.quick and not a.no_readme and a.out.resolve() == RESULTS.resolve():
-        if not a.skip_ops and not a.skip_models:
-            blocks["setup"] = readme.setup_line(setup(), minutes)
+        if not a.skip_ops and not a.skip_models:  # the setup line speaks for both speed parts
+            blocks["setup"] = readme.setup_line(setup(), a.threads, speed_minutes)
         done = readme.update(blocks)
-        print(f"README.md: updated {', '.join(done) or 'nothing'}" if done else
-              "README.md: no benchmark blocks to update")
+        print(f"README.md: updated {', '.join(done)}" if done else "README.md: no benchmark blocks to update")
     return 0
 
 

@@ -49,9 +49,10 @@ def summary(ort_rows: list[dict], torch_rows: list[dict]) -> str:
     return table(head, body)
 
 
-def setup_line(setup: dict, minutes: float) -> str:
-    return (f"Measured by `python -m benchmarks run` on {setup.get('cores')} cores, torch {setup.get('torch')}, "
-            f"onnxruntime {setup.get('onnxruntime', '-')}; the run took {minutes:.0f} min.\n")
+def setup_line(setup: dict, threads: int, minutes: float) -> str:
+    return (f"Measured by `python -m benchmarks run` on {setup.get('cores')} cores ({threads} intra-op threads), "
+            f"torch {setup.get('torch')}, onnxruntime {setup.get('onnxruntime', '-')}; the speed parts took "
+            f"{minutes:.0f} min.\n")
 
 
 def image(plot: Path, readme: Path = README) -> str:
@@ -64,7 +65,10 @@ def image(plot: Path, readme: Path = README) -> str:
 
 
 def update(new_blocks: dict, readme: Path = README) -> list[str]:
-    """Replace the named blocks in the README (atomically); returns the names replaced."""
+    """Replace the named blocks in the README (atomically); returns the names replaced (none
+    without a README: a copy of the benchmarks alone has nothing to rewrite)."""
+    if not readme.is_file():
+        return []
     text = readme.read_text(encoding="utf-8")
     done = []
 

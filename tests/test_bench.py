@@ -184,7 +184,7 @@ def test_rounds_within_a_time_box():
     slow = {"a": lambda: _time.sleep(0.01), "b": lambda: _time.sleep(0.01)}
     assert rounds_within(slow, BenchConfig(iters=100)) == 100  # no box: as asked
     assert rounds_within(slow, BenchConfig(iters=100, max_seconds=0.001)) == MIN_ROUNDS  # never fewer
-    assert MIN_ROUNDS < rounds_within(slow, BenchConfig(iters=100, max_seconds=0.5)) < 30
+    assert MIN_ROUNDS <= rounds_within(slow, BenchConfig(iters=100, max_seconds=0.5)) <= 25  # 20 ms a round
     assert rounds_within(slow, BenchConfig(iters=3, max_seconds=0.001)) == 3  # never more than asked
     with pytest.raises(AcmInputError, match="--max-seconds"):
         BenchConfig(max_seconds=0)

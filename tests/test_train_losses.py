@@ -8,9 +8,11 @@ from acmtool.train.losses import (
     budget_gate_labels,
     diversity_loss,
     entropy_loss,
+    gate_choice_probs,
     gate_labels,
     prefix_distillation_loss,
 )
+from acmtool.train.tokens import real_tokens
 
 
 def make(cls=AcmMlp, n=4, din=12, h=5, dout=9, min_k=0, act="gelu", bias=True):
@@ -65,13 +67,35 @@ def test_budget_labels_do_not_give_large_tokens_every_learner():
     assert torch.equal(plain, scaled)
 
 
-def test_budget_labels_with_zero_outputs_are_finite():
+def test_budget_labels_with_tiny_outputs_still_spend_the_budget():
     m = make()
-    z = torch.randn(30, 12)
-    target = m.forward_k(z, 4)
-    target[:5] = 0
+    z = torch.randn(300, 12)
+    target = m.forward_k(z, 4) + 0.05 * torch.randn(300, 9)
+    target[:30] = 0  # blocks that output nothing for some tokens
     labels = budget_gate_labels(m, z, target, 0.5)
-    assert labels.shape == (30,) and int(labels.max()) <= 4
+    spent = float(labels.float().mean() / 4)
+    assert 0.45 < spent <= 0.5 + 1e-6
+    assert float(labels[:30].float().mean()) < float(labels[30:].float().mean())  # nothing to learn there
+
+
+def test_real_tokens_leave_padding_out():
+    t = torch.arange(24.0).reshape(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert real_tokens(t, mask).tolist() == [t[0, 0].tolist(), t[0, 1].tolist(), t[1, 0].tolist()]
+    assert real_tokens(t, None).shape == (6, 4)
+    assert real_tokens(t, torch.ones(2, 5)).shape == (6, 4)  # a mask of other tokens: all of them
+    assert real_tokens(t, torch.zeros(2, 3)).shape == (0, 4)
+
+
+def test_budget_and_gate_probs_count_real_tokens_only():
+    m = make()
+    all_k = torch.nn.functional.one_hot(torch.full((2, 3), 4), 5).float()
+    all_k[0, 2] = torch.nn.functional.one_hot(torch.tensor(0), 5).float()  # a padding token at k = 0
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert float(batch_budget([m], [all_k], mask)) == pytest.approx(1.0)
+    assert float(batch_budget([m], [all_k])) == pytest.approx(5 / 6)
+    m.last_logits = torch.randn(2, 3, 5)
+    assert gate_choice_probs(m, mask).shape == (5, 5)
 
 
 def test_tau_labels_stop_where_the_next_learner_stops_helping():

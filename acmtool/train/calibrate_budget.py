@@ -10,6 +10,7 @@ from acmtool.cost import acm_site_path, budget
 from acmtool.io.call import run_model
 from acmtool.layers.acm import acm_modules
 from acmtool.train.loop import to_device
+from acmtool.train.tokens import real_tokens
 
 
 @torch.no_grad()
@@ -19,11 +20,7 @@ def _gate_inputs(model: nn.Module, batches, device) -> dict:
     mask_box = {}
     for name, m in acm_modules(model):
         def hook(mod, inp, out, name=name):
-            z = inp[0]
-            mask = mask_box.get("mask")
-            if mask is not None and mask.shape == z.shape[:-1]:
-                z = z[mask.bool()]
-            cache.setdefault(name, []).append(z.reshape(-1, z.shape[-1]))
+            cache.setdefault(name, []).append(real_tokens(inp[0], mask_box.get("mask")))
         handles.append(m.register_forward_hook(hook))
     model.eval()
     try:

@@ -8,10 +8,11 @@ from acmtool.adapters import find_sites
 from acmtool.adapters.sites import MlpSite
 from acmtool.io.call import run_model
 from acmtool.layers.acm import acm_modules
+from acmtool.train.tokens import real_tokens
 
 
 class SiteCapture:
-    """For each ACM name of the student: (z, f(z)) from the teacher, flattened to [tokens, D].
+    """For each ACM name of the student: (z, f(z)) from the teacher, flattened to [real tokens, D].
 
     MLP sites: z enters fc1, f(z) leaves fc2. Projections: z enters the Linear, f(z) leaves it;
     a fused qkv's output is split into the parts that the student's ACMs replaced.
@@ -48,14 +49,15 @@ class SiteCapture:
         finally:
             for h in handles:
                 h.remove()
+        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
         result = {}
         for i, (names, _, _, parts) in enumerate(self.pairs):
             if (i, "in") not in caught:
                 continue  # a block the input did not reach (e.g. a decoder without decoder inputs)
-            z = caught[(i, "in")]
-            z = z.reshape(-1, z.shape[-1])
-            y = caught[(i, "out")]
-            y = y.reshape(-1, y.shape[-1])
+            z, y = caught[(i, "in")], caught[(i, "out")]
+            if len(real_tokens(z[..., :1], mask)):  # padding out; a batch of padding only keeps it all
+                z, y = real_tokens(z, mask), real_tokens(y, mask)
+            z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1, y.shape[-1])
             for j, chunk in enumerate(y.chunk(parts, dim=-1)):
                 result[names[j]] = (z, chunk)
         return output, result

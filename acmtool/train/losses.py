@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from acmtool.layers.acm import AcmModule
+from acmtool.train.tokens import real_tokens
 
 
 def prefix_distillation_loss(acm: AcmModule, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,10 @@ def budget_gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, bu
     Returned as a choice index (k - min_k)."""
     prefixes = acm.forward_prefixes(z)[acm.min_k:]  # [C, T, Dout], k = min_k..N
     size = target.pow(2).mean(-1)  # [T]
-    err = (prefixes - target.unsqueeze(0)).pow(2).mean(-1) / size.clamp(min=1e-6 * size.mean() + 1e-12)  # [C, T]
+    # a floor at 1 % of the median size (the median: the huge tokens must not move it): a token
+    # whose output is almost nothing has no error worth learners, rather than a relative error
+    # that outweighs the whole budget
+    err = (prefixes - target.unsqueeze(0)).pow(2).mean(-1) / size.clamp(min=1e-2 * float(size.median()) + 1e-12)
     ks = (torch.arange(err.shape[0], device=err.device, dtype=err.dtype) + acm.min_k).unsqueeze(1)
     n = acm.num_learners
 
@@ -83,14 +87,6 @@ def embedding_distillation_loss(student_hidden, teacher_hidden, student_emb, tea
     else:
         mse = diff.mean()
     return mse / scale + cos
-
-
-def real_tokens(t: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """[..., C] -> [tokens, C]: only the real (unmasked) tokens where a mask lines up, so that
-    padding, which inference never pays for, counts in no budget."""
-    if mask is not None and tuple(mask.shape) == tuple(t.shape[:-1]):
-        return t[mask.bool()]
-    return t.reshape(-1, t.shape[-1])
 
 
 def gate_choice_probs(acm: AcmModule, mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -20,8 +20,8 @@ from acmtool.train.losses import (
     gate_labels,
     kd_loss,
     prefix_distillation_loss,
-    real_tokens,
 )
+from acmtool.train.tokens import real_tokens
 
 
 def _acm_dict(acms: dict[str, AcmModule]) -> nn.ModuleDict:
@@ -92,13 +92,16 @@ class FinetuneObjective(nn.Module):
         stats = {"task": float(task.detach())}
         loss = task
         used = [a for a in self.acm_list if a.last_onehot is not None]
-        if self.target is not None and used:
-            beta = batch_budget(used, [a.last_onehot for a in used], mask)
-            if self.gate_losses:
-                probs = [gate_choice_probs(a, mask) for a in used]
-                loss = (loss + self.w_budget * budget_loss(beta, self.target)
-                        + self.w_entropy * entropy_loss(probs) + self.w_diversity * diversity_loss(probs))
-            stats["budget"] = float(beta.detach())
-            # real tokens in this batch: steering weighs batches by them, as the budget weighs tokens
-            stats["tokens"] = float(real_tokens(used[0].last_onehot, mask).shape[0])
+        if self.target is not None:
+            # real tokens in this batch (0: padding only, no budget to measure); every rank reports
+            # both, so that steering's all-reduces line up under DDP
+            tokens = len(real_tokens(used[0].last_onehot, mask)) if used else 0
+            stats["tokens"], stats["budget"] = float(tokens), 0.0
+            if tokens:
+                beta = batch_budget(used, [a.last_onehot for a in used], mask)
+                stats["budget"] = float(beta.detach())
+                if self.gate_losses:
+                    probs = [gate_choice_probs(a, mask) for a in used]
+                    loss = (loss + self.w_budget * budget_loss(beta, self.target)
+                            + self.w_entropy * entropy_loss(probs) + self.w_diversity * diversity_loss(probs))
         return loss, stats
