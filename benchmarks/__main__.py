@@ -32,7 +32,7 @@ from benchmarks.machine import setup, tag
 
 RESULTS = Path(__file__).parent / "results"
 ACCURACY_BUDGETS = (0.25, 0.5, 0.75)
-MODEL_SECONDS = 60.0  # the time box of one dense-vs-ACM comparison in a full run
+MODEL_SECONDS = 40.0  # the time box of one dense-vs-ACM comparison in a full run
 
 
 def with_ext(stem: Path, ext: str) -> Path:

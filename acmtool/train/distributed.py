@@ -46,7 +46,7 @@ def init_distributed(device: str = "cpu") -> DistContext:
 def all_mean(value: float, ctx: DistContext) -> float:
     if not ctx.enabled:
         return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)  # nccl reduces device tensors only
     dist.all_reduce(t)
     return float(t) / ctx.world
 
