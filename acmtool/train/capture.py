@@ -55,8 +55,9 @@ class SiteCapture:
             if (i, "in") not in caught:
                 continue  # a block the input did not reach (e.g. a decoder without decoder inputs)
             z, y = caught[(i, "in")], caught[(i, "out")]
-            if len(real_tokens(z[..., :1], mask)):  # padding out; a batch of padding only keeps it all
-                z, y = real_tokens(z, mask), real_tokens(y, mask)
+            real = real_tokens(z, mask)
+            if len(real):  # padding left out; a batch of padding only keeps every token
+                z, y = real, real_tokens(y, mask)
             z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1, y.shape[-1])
             for j, chunk in enumerate(y.chunk(parts, dim=-1)):
                 result[names[j]] = (z, chunk)
