@@ -2,8 +2,9 @@
 
     python -m benchmarks.accuracy_fashion [--budgets 0.25 0.5 0.75]
 
-Test-set accuracy (10k images) of each, the achieved budget and the whole-model FLOPs ratio;
-a table, JSON and CSV in benchmarks/results/.
+Test-set accuracy (10k images) of each, the achieved budget and the whole-model FLOPs ratio, and
+ACM - static with its paired standard error (benchmarks.paired); a table, JSON and CSV in
+benchmarks/results/.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from acmtool.cli.format import table
 from acmtool.demo.dense_vit import trained_weights
 from acmtool.demo.run import convert_and_eval
 from benchmarks.machine import setup, tag
+from benchmarks.paired import correct, paired_difference
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,11 +49,16 @@ def main(argv=None) -> list:
                          "acm_budget": acm["achieved_budget"], "acm_flops": acm["flops"]["ratio"],
                          "static_acc": static["student_accuracy"], "static_budget": static["achieved_budget"],
                          "static_flops": static["flops"]["ratio"]})
+            paired = paired_difference(correct(acm["checkpoint"], "fashion-mnist"),
+                                       correct(static["checkpoint"], "fashion-mnist"))
+            rows[-1].update(diff_sigma=paired["sigma"], acm_only=paired["a_only"], static_only=paired["b_only"])
             write(stem, rows)  # after every budget: a long run interrupted keeps what it measured
     print("\nFashion-MNIST ViT, test accuracy (%) against compute:")
-    print(table(["budget", "dense", "ACM", "static", "ACM - static", "ACM budget", "ACM FLOPs", "static FLOPs"],
+    print(table(["budget", "dense", "ACM", "static", "ACM - static (paired s.e.)", "ACM budget", "ACM FLOPs",
+                 "static FLOPs"],
                 [[f"{r['budget']:.2f}", f"{100 * r['dense_acc']:.2f}", f"{100 * r['acm_acc']:.2f}",
-                  f"{100 * r['static_acc']:.2f}", f"{100 * (r['acm_acc'] - r['static_acc']):+.2f}",
+                  f"{100 * r['static_acc']:.2f}",
+                  f"{100 * (r['acm_acc'] - r['static_acc']):+.2f} +- {100 * r['diff_sigma']:.2f}",
                   f"{r['acm_budget']:.3f}", f"{r['acm_flops']:.3f}", f"{r['static_flops']:.3f}"] for r in rows]))
     print(f"wrote {stem}.json and .csv")
     return rows

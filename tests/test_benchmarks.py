@@ -99,3 +99,16 @@ def test_the_readme_has_every_block():
     text = readme.README.read_text()
     for name in ("summary", "setup", "ops-ort", "ops-torch", "models", "accuracy"):
         assert f"<!-- benchmarks:{name} -->" in text and f"<!-- /benchmarks:{name} -->" in text
+
+
+def test_paired_difference_counts_the_images_one_model_gets_right():
+    import torch
+    from benchmarks.paired import paired_difference
+    a = torch.tensor([True] * 90 + [False] * 10)
+    b = torch.tensor([True] * 80 + [False] * 20)
+    r = paired_difference(a, b)
+    assert r["a_only"] == 10 and r["b_only"] == 0 and r["n"] == 100
+    assert abs(r["diff"] - 0.10) < 1e-12
+    assert abs(r["sigma"] - (10 - 100 / 100) ** 0.5 / 100) < 1e-12  # sqrt(10 - 10^2 / 100) / 100
+    same = paired_difference(a, a)
+    assert same["diff"] == 0 and same["sigma"] == 0

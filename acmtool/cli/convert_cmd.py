@@ -9,6 +9,7 @@ import click
 from acmtool.cli.main import cli
 from acmtool.cli.options import model_source_options, parse_model_args
 from acmtool.errors import AcmInputError
+from acmtool.train.options import GATE_LABELS
 
 
 def default_output(model: str) -> Path:
@@ -41,8 +42,11 @@ def default_output(model: str) -> Path:
 @click.option("--gate-lr", type=float, default=1e-3, show_default=True)
 @click.option("--finetune-lr", type=float, default=1e-4, show_default=True)
 @click.option("--tau", type=float, default=0.83, show_default=True, help="Threshold of the tau gate labels.")
-@click.option("--gate-labels", type=click.Choice(["budget", "tau"]), default="budget", show_default=True,
-              help="Gate pre-training labels: the oracle allocation at the budget, or the tau rule.")
+@click.option("--gate-labels", type=click.Choice(list(GATE_LABELS)), default="auto", show_default=True,
+              help="Gate pre-training labels. loss: the oracle allocation at the budget over every block, each "
+                   "error weighed by what it costs the output; budget: the same per block, errors relative to "
+                   "each token's output; tau: the paper's rule; auto: loss for classifiers, budget for "
+                   "embedding models.")
 @click.option("--max-samples", type=click.IntRange(min=2), default=None, help="Use a seeded subset of the data.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

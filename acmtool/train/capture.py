@@ -8,6 +8,7 @@ from acmtool.adapters import find_sites
 from acmtool.adapters.sites import MlpSite
 from acmtool.io.call import run_model
 from acmtool.layers.acm import acm_modules
+from acmtool.train.sensitivity import fisher_probe
 from acmtool.train.tokens import real_tokens
 
 
@@ -35,30 +36,83 @@ class SiteCapture:
         if covered != names:
             raise RuntimeError(f"teacher sites {covered[:3]}... do not line up with the student's ACMs {names[:3]}...")
 
-    @torch.no_grad()
-    def __call__(self, inputs) -> tuple[object, dict]:
-        """Run the teacher; returns (its output, {acm name: (z, f(z))})."""
-        caught, handles = {}, []
+    def __call__(self, inputs, sensitivity: bool = False, generator=None) -> tuple[object, dict]:
+        """Run the teacher; returns (its output, {acm name: (z, f(z))}), or with sensitivity
+        {acm name: (z, f(z), g)}, g the gradient of a Fisher probe of the output with respect to
+        f(z) (acmtool.train.sensitivity): how much each token's block output matters."""
+        caught, handles, deltas = {}, [], {}
+
+        def leave(m, inp, out, i):
+            caught[(i, "out")] = out.detach()
+            if not sensitivity:
+                return None
+            # a zero added to the output: its gradient is the output's, and no parameter needs one
+            deltas[i] = torch.zeros_like(out, requires_grad=True)
+            return out + deltas[i]
         for i, (_, first, last, _) in enumerate(self.pairs):
             handles.append(first.register_forward_hook(
                 lambda m, inp, out, i=i: caught.__setitem__((i, "in"), inp[0].detach())))
-            handles.append(last.register_forward_hook(
-                lambda m, inp, out, i=i: caught.__setitem__((i, "out"), out.detach())))
+            handles.append(last.register_forward_hook(lambda m, inp, out, i=i: leave(m, inp, out, i)))
+        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
         try:
-            output = run_model(self.teacher, inputs)
+            with torch.set_grad_enabled(sensitivity):
+                output = run_model(self.teacher, inputs)
+                if sensitivity:
+                    order = sorted(deltas)
+                    grads = torch.autograd.grad(fisher_probe(output, mask, generator), [deltas[i] for i in order],
+                                                allow_unused=True)
+                    grads = [torch.zeros_like(deltas[i]) if g is None else g for i, g in zip(order, grads)]
+                    for i, g in zip(order, _per_sample(grads, mask)):
+                        caught[(i, "grad")] = g
         finally:
             for h in handles:
                 h.remove()
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        if sensitivity:
+            output = _detached(output)
         result = {}
         for i, (names, _, _, parts) in enumerate(self.pairs):
             if (i, "in") not in caught:
                 continue  # a block the input did not reach (e.g. a decoder without decoder inputs)
-            z, y = caught[(i, "in")], caught[(i, "out")]
-            real = real_tokens(z, mask)
+            ts = [caught[(i, "in")], caught[(i, "out")]] + ([caught[(i, "grad")]] if sensitivity else [])
+            real = real_tokens(ts[0], mask)
             if len(real):  # padding left out; a batch of padding only keeps every token
-                z, y = real, real_tokens(y, mask)
-            z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1, y.shape[-1])
-            for j, chunk in enumerate(y.chunk(parts, dim=-1)):
-                result[names[j]] = (z, chunk)
+                ts = [real_tokens(t, mask) for t in ts]
+            z, *outs = [t.reshape(-1, t.shape[-1]) for t in ts]
+            chunks = list(zip(*[o.chunk(parts, dim=-1) for o in outs]))
+            for j, chunk in enumerate(chunks):
+                result[names[j]] = (z, *chunk)
         return output, result
+
+
+def _per_sample(grads: list, mask) -> list:
+    """Every sample's gradients scaled to the same total: a sure prediction has a small Fisher
+    information everywhere, which a gate that sees one token cannot tell; what it can tell is which
+    tokens of a sample, and which blocks, matter more. (Gradients whose first dimension is not the
+    batch's are left as they are.)"""
+    batch = mask.shape[0] if mask is not None else grads[0].shape[0] if grads else 0
+    total = None
+    for g in grads:
+        if g.dim() >= 2 and g.shape[0] == batch:
+            sq = g.pow(2)
+            if mask is not None and tuple(mask.shape) == tuple(g.shape[:-1]):
+                sq = sq * mask.to(sq.dtype).unsqueeze(-1)
+            part = sq.reshape(batch, -1).sum(1)
+            total = part if total is None else total + part
+    if total is None:
+        return grads
+    scale = (total.mean() / total.clamp(min=1e-12 * float(total.mean()) + 1e-30)).sqrt()
+    return [g * scale.view(-1, *([1] * (g.dim() - 1))) if g.dim() >= 2 and g.shape[0] == batch else g
+            for g in grads]
+
+
+def _detached(output):
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, dict):  # ModelOutput is a dict
+        for k, v in output.items():
+            if isinstance(v, torch.Tensor):
+                output[k] = v.detach()
+        return output
+    if isinstance(output, (tuple, list)):
+        return type(output)(_detached(v) for v in output)
+    return output

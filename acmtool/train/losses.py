@@ -66,6 +66,51 @@ def budget_gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, bu
     return choose(hi)
 
 
+@torch.no_grad()
+def loss_aware_gate_labels(acms: list[AcmModule], captures: list[tuple], budget: float,
+                           with_costs: bool = False):
+    """Per token of every block at once: the k that an oracle spends at the budget when an error
+    costs what it does to the model's output. captures: (z, f(z), g) per ACM, g from a Fisher probe
+    (acmtool.train.sensitivity), so err_k(t) = sum_d g_td^2 (h(z, k) - f(z))_td^2 estimates the loss
+    that token t's error at k adds. Labels: argmin_k err_k(t) + mu * cost_k, one mu for every block,
+    found by bisection so that the FLOPs-weighted mean k / N (batch_budget's measure) is the budget.
+    Learners go where the output reads them: on the demo's ViT the patch tokens of the last block
+    (no head reads them) get k = 0, and the blocks before get their learners. Choice indices (k - min_k)."""
+    errs, costs = [], []
+    total = sum(acm.flops_at(acm.num_learners) for acm in acms)
+    for acm, (z, target, g) in zip(acms, captures):
+        prefixes = acm.forward_prefixes(z)[acm.min_k:]  # [C, T, Dout]
+        errs.append(((prefixes - target.unsqueeze(0)).pow(2) * g.pow(2).unsqueeze(0)).sum(-1))  # [C, T]
+        ks = torch.arange(errs[-1].shape[0], device=z.device, dtype=errs[-1].dtype) + acm.min_k
+        # this token's share of the budget at each k: batch_budget averages over tokens, weighs blocks by FLOPs
+        costs.append((acm.flops_at(acm.num_learners) / total) * (ks / acm.num_learners / max(z.shape[0], 1)))
+
+    def choose(mu: float) -> list[torch.Tensor]:
+        return [(e + mu * c.unsqueeze(1)).argmin(0) for e, c in zip(errs, costs)]
+
+    def spent(choices) -> float:
+        return float(sum(c[ch].sum() for c, ch in zip(costs, choices)))
+
+    def result(mu: float):
+        if not with_costs:
+            return choose(mu)
+        return choose(mu), [e + mu * c.unsqueeze(1) for e, c in zip(errs, costs)]
+    if spent(choose(0.0)) <= budget:  # the budget covers every learner that reduces an error
+        return result(0.0)
+    # mu brackets: errors come in the units of the probe, so start from their own scale
+    hi = float(sum(float(e.max()) for e in errs)) + 1e-30
+    while spent(choose(hi)) > budget and hi < 1e30:
+        hi *= 4
+    lo = 0.0
+    for _ in range(60):  # spend falls as mu rises
+        mid = (lo + hi) / 2 if lo > 0 else hi / 1024
+        if spent(choose(mid)) > budget:
+            lo = mid
+        else:
+            hi = mid
+    return result(hi)
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(teacher || student) on softened logits."""
     t = temperature

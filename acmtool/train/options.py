@@ -8,6 +8,9 @@ from typing import Optional
 from acmtool.errors import AcmInputError
 
 
+GATE_LABELS = ("auto", "loss", "budget", "tau")
+
+
 @dataclass
 class ConvertOptions:
     model: str
@@ -32,7 +35,10 @@ class ConvertOptions:
     gate_lr: float = 1e-3
     finetune_lr: float = 1e-4
     tau: float = 0.83
-    gate_labels: str = "budget"  # "budget": oracle allocation at the budget; "tau": DESIGN.md's rule
+    # "loss": oracle allocation at the budget, errors weighed by what they cost the output;
+    # "budget": the same per block, errors relative to each token's output; "tau": DESIGN.md's rule;
+    # "auto": loss for classifiers, budget for embedding models
+    gate_labels: str = "auto"
     gumbel_tau: float = 0.8
     budget_weight: float = 0.1
     entropy_weight: float = 0.05
@@ -56,8 +62,8 @@ class ConvertOptions:
             raise AcmInputError("--batch-size must be positive")
         if not 0 < self.tau < 1:
             raise AcmInputError(f"--tau must lie in (0, 1); got {self.tau}")
-        if self.gate_labels not in ("budget", "tau"):
-            raise AcmInputError(f"--gate-labels must be budget or tau; got {self.gate_labels!r}")
+        if self.gate_labels not in GATE_LABELS:
+            raise AcmInputError(f"--gate-labels must be one of {', '.join(GATE_LABELS)}; got {self.gate_labels!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AcmInputError("--max-steps must be positive")
 

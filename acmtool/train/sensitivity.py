@@ -1,0 +1,32 @@
+"""How much each token's block output matters to the model's output: a random probe of the
+output's Fisher information, for the loss-aware gate labels.
+
+For a small change dy of a block's output, the distillation loss (KL on logits, or the cosine of
+the embedding) grows by about 1/2 dy^T F dy, where F = J^T A J, J is the output's Jacobian and A is
+the loss's curvature at the teacher: diag(p) - p p^T for softmax logits, the identity for a
+normalised embedding. One backward pass of <output, v>, with v random and E[v v^T] = A, gives
+g = J^T v with E[g g^T] = F (Hutchinson's estimator), so sum_d g_d^2 dy_d^2 estimates what an
+error dy costs. A token the output never reads (a ViT's patch tokens after the last block feed no
+head) gets g = 0: its error costs nothing.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from acmtool.io.call import main_output
+
+
+def fisher_probe(output, mask: Optional[torch.Tensor], generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The scalar <output, v> whose gradient is one Hutchinson sample of J^T A^(1/2) r."""
+    kind, main = main_output(output, mask)
+    r = torch.randn(main.shape, generator=generator, dtype=main.dtype, device="cpu").to(main.device)
+    if kind == "logits":
+        p = F.softmax(main.detach().float(), -1).to(main.dtype)
+        sq = p.sqrt()
+        # v = (diag(sqrt p) - p sqrt(p)^T) r has covariance diag(p) - p p^T (the p sum to 1)
+        v = sq * r - p * (sq * r).sum(-1, keepdim=True)
+        return (main * v).sum()
+    return (F.normalize(main, dim=-1) * r).sum()
