@@ -35,6 +35,9 @@ def collect(folder: Path) -> list[dict]:
                 points[("fashion-vit", m, r["budget"])] = {
                     "task": "fashion-vit", "method": m, "budget": r["budget"], "achieved_budget": r[f"{m}_budget"],
                     "flops_ratio": r[f"{m}_flops"], "accuracy": r[f"{m}_acc"], "source": src}
+            if "diff_sigma" in r:  # the paired standard error on the same test images (benchmarks.paired)
+                points[("fashion-vit", "acm", r["budget"])]["vs_static"] = (r["acm_acc"] - r["static_acc"],
+                                                                           r["diff_sigma"])
     for path in _latest(folder, "accuracy-minilm-*.json"):
         d = _read(path)
         if d is None:
@@ -51,11 +54,18 @@ def collect(folder: Path) -> list[dict]:
     return sorted(points.values(), key=lambda p: (p["task"], p["method"], p["flops_ratio"]))
 
 
+def _vs_static(p: dict) -> str:
+    if "vs_static" not in p:
+        return "-"
+    diff, sigma = p["vs_static"]
+    return f"{100 * diff:+.2f} +- {100 * sigma:.2f}"
+
+
 def render(points: list[dict]) -> str:
-    return table(["task", "method", "budget", "achieved", "FLOPs ratio", "accuracy %", "from"],
+    return table(["task", "method", "budget", "achieved", "FLOPs ratio", "accuracy %", "ACM - static (s.e.)", "from"],
                  [[p["task"], p["method"], f"{p['budget']:.2f}", f"{p['achieved_budget']:.3f}"
                    if "achieved_budget" in p else "-", f"{p['flops_ratio']:.3f}", f"{100 * p['accuracy']:.2f}",
-                   p["source"]] for p in points])
+                   _vs_static(p), p["source"]] for p in points])
 
 
 def plot(points: list[dict], path: Path) -> Path | None:

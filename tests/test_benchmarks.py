@@ -47,7 +47,7 @@ def test_pareto_and_entry_point(tmp_path, capsys):
     assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path)]) == 0
     assert "no accuracy results" in capsys.readouterr().out
     rows = [{"budget": 0.5, "dense_acc": 0.9, "acm_acc": 0.88, "acm_budget": 0.5, "acm_flops": 0.7,
-             "static_acc": 0.85, "static_budget": 0.5, "static_flops": 0.68}]
+             "static_acc": 0.85, "static_budget": 0.5, "static_flops": 0.68, "diff_sigma": 0.004}]
     (tmp_path / "accuracy-fashion-vit-x.json").write_text(json.dumps({"rows": rows}))
     minilm = {"args": {"budget": 0.5, "static": False},
               "report": {"validation": {"teacher_probe_accuracy": 0.5, "student_probe_accuracy": 0.48,
@@ -60,6 +60,7 @@ def test_pareto_and_entry_point(tmp_path, capsys):
     assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "fashion-vit" in out and "minilm-fortunes" in out
+    assert "+3.00 +- 0.40" in out  # ACM - static with its paired standard error
     for ext in (".json", ".csv", ".png"):
         assert len(list(tmp_path.glob(f"accuracy-pareto-*{ext}"))) == 1
 

@@ -18,8 +18,8 @@ from acmtool.train.losses import (
     entropy_loss,
     gate_choice_probs,
     gate_labels,
-    loss_aware_gate_labels,
     kd_loss,
+    loss_aware_gate_labels,
     prefix_distillation_loss,
 )
 from acmtool.train.tokens import real_tokens
