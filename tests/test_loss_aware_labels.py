@@ -118,6 +118,21 @@ def test_capture_gives_each_token_its_sensitivity(vit_pair):
     assert all(p.grad is None for p in teacher.parameters())
 
 
+def test_more_probes_give_a_steadier_sensitivity(vit_pair):
+    teacher, student = vit_pair
+    capture = SiteCapture(teacher, student, "mlp")
+    x = torch.randn(3, 1, 16, 16)
+
+    def spread(probes: int) -> float:  # per token of the first block: std / mean of sum_d g^2 over seeds
+        s = torch.stack([capture(x, sensitivity=True, generator=torch.Generator().manual_seed(seed), probes=probes)[1]
+                         ["blocks.0.mlp"][2].pow(2).sum(-1) for seed in range(12)])
+        return float((s.std(0) / s.mean(0)).mean())
+    one, many = spread(1), spread(16)
+    assert many < 0.5 * one, (one, many)  # ~1/4 expected: the variance of a mean of 16
+    with pytest.raises(ValueError, match="probes"):
+        capture(x, sensitivity=True, probes=0)
+
+
 def test_gate_objective_learns_loss_aware_labels(vit_pair):
     teacher, student = vit_pair
     acms = dict(acm_modules(student))

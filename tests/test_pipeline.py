@@ -79,6 +79,9 @@ def test_bad_input_fails_before_work(tmp_path, npz):
     for budget in (0, -0.5, 1.5):
         with pytest.raises(AcmInputError, match="--budget must lie in"):
             options(npz, tmp_path / "x.safetensors", budget=budget)
+    for lr in (0.0, -1e-3):
+        with pytest.raises(AcmInputError, match="--gate-lr must be positive"):
+            options(npz, tmp_path / "x.safetensors", gate_lr=lr)
     with pytest.raises(AcmInputError, match="no such file"):
         convert(options(str(tmp_path / "missing.npz"), tmp_path / "x.safetensors"))
     assert not any(tmp_path.iterdir())
@@ -225,3 +228,8 @@ def test_finetune_trains_the_gates_only_when_asked(tmp_path, npz, finetune_gates
     assert any(not torch.equal(after[n], v) for n, v in learners.items())
     assert any(not torch.equal(after[n], v) for n, v in gates.items()) == finetune_gates
     assert "budget" in p.run.data["history"]["finetune"]  # reported either way
+
+
+def test_every_gate_label_rule_has_a_default_learning_rate():
+    from acmtool.train.options import GATE_LABELS, GATE_LR
+    assert set(GATE_LR) == set(GATE_LABELS) - {"auto"} and all(lr > 0 for lr in GATE_LR.values())

@@ -39,7 +39,8 @@ def default_output(model: str) -> Path:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on the steps of each phase.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--distill-lr", type=float, default=3e-4, show_default=True)
-@click.option("--gate-lr", type=float, default=1e-3, show_default=True)
+@click.option("--gate-lr", type=float, default=None,
+              help="Gate pre-training learning rate. Default: 2e-2 with loss labels, 1e-3 with budget or tau labels.")
 @click.option("--finetune-lr", type=float, default=1e-4, show_default=True)
 @click.option("--tau", type=float, default=0.83, show_default=True, help="Threshold of the tau gate labels.")
 @click.option("--gate-labels", type=click.Choice(list(GATE_LABELS)), default="auto", show_default=True,

@@ -36,10 +36,14 @@ class SiteCapture:
         if covered != names:
             raise RuntimeError(f"teacher sites {covered[:3]}... do not line up with the student's ACMs {names[:3]}...")
 
-    def __call__(self, inputs, sensitivity: bool = False, generator=None) -> tuple[object, dict]:
+    def __call__(self, inputs, sensitivity: bool = False, generator=None, probes: int = 1) -> tuple[object, dict]:
         """Run the teacher; returns (its output, {acm name: (z, f(z))}), or with sensitivity
-        {acm name: (z, f(z), g)}, g the gradient of a Fisher probe of the output with respect to
-        f(z) (acmtool.train.sensitivity): how much each token's block output matters."""
+        {acm name: (z, f(z), g)}: how much each token's block output matters. g is the gradient of
+        a Fisher probe of the output with respect to f(z) (acmtool.train.sensitivity); with probes
+        P > 1, the root mean square of P of them (only g^2 is used: the mean of P samples of the
+        Fisher's diagonal, P times less variance)."""
+        if probes < 1:
+            raise ValueError(f"probes must be at least 1; got {probes}")
         caught, handles, deltas = {}, [], {}
 
         def leave(m, inp, out, i):
@@ -59,9 +63,7 @@ class SiteCapture:
                 output = run_model(self.teacher, inputs)
                 if sensitivity:
                     order = sorted(deltas)
-                    grads = torch.autograd.grad(fisher_probe(output, mask, generator), [deltas[i] for i in order],
-                                                allow_unused=True)
-                    grads = [torch.zeros_like(deltas[i]) if g is None else g for i, g in zip(order, grads)]
+                    grads = _probe_rms(output, mask, generator, [deltas[i] for i in order], probes)
                     for i, g in zip(order, _per_sample(grads, mask)):
                         caught[(i, "grad")] = g
         finally:
@@ -82,6 +84,18 @@ class SiteCapture:
             for j, chunk in enumerate(chunks):
                 result[names[j]] = (z, *chunk)
         return output, result
+
+
+def _probe_rms(output, mask, generator, deltas: list, probes: int) -> list:
+    """sqrt(mean over P probes of g^2) for each delta; g = 0 where the output does not depend on it."""
+    sums = [torch.zeros_like(d) for d in deltas]
+    for p in range(probes):
+        grads = torch.autograd.grad(fisher_probe(output, mask, generator), deltas, allow_unused=True,
+                                    retain_graph=p < probes - 1)
+        for s, g in zip(sums, grads):
+            if g is not None:
+                s.add_(g.detach().pow(2))
+    return [(s / probes).sqrt() for s in sums]
 
 
 def _per_sample(grads: list, mask) -> list:
