@@ -6,8 +6,8 @@ the embedding) grows by about 1/2 dy^T F dy, where F = J^T A J, J is the output'
 the loss's curvature at the teacher: diag(p) - p p^T for softmax logits, the identity for a
 normalised embedding. One backward pass of <output, v>, with v random and E[v v^T] = A, gives
 g = J^T v with E[g g^T] = F (Hutchinson's estimator), so sum_d g_d^2 dy_d^2 (F's diagonal)
-estimates what an error dy costs. A token the output never reads (a ViT's patch tokens after the last block feed no
-head) gets g = 0: its error costs nothing.
+estimates what an error dy costs. A token the output never reads (a ViT's patch tokens after the
+last block feed no head) gets g = 0: its error costs nothing.
 """
 from __future__ import annotations
 
