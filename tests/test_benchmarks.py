@@ -53,7 +53,11 @@ def test_pareto_and_entry_point(tmp_path, capsys):
               "report": {"validation": {"teacher_probe_accuracy": 0.5, "student_probe_accuracy": 0.48,
                                         "achieved_budget": 0.5, "flops": {"ratio": 0.69}}}}
     (tmp_path / "accuracy-minilm-fortunes-acm-b0.5-x.json").write_text(json.dumps(minilm))
+    # a variant of the Fashion-MNIST benchmark (another seed, --labels, --targets) stays out of the table
+    variant_rows = [dict(rows[0], acm_acc=0.1)]
+    (tmp_path / "accuracy-seed1-labels-fashion-vit-x.json").write_text(json.dumps({"rows": variant_rows}))
     points = pareto.collect(tmp_path)
+    assert [p["accuracy"] for p in points if p["method"] == "acm" and p["task"] == "fashion-vit"] == [0.88]
     assert {(p["task"], p["method"]) for p in points} == {("fashion-vit", "dense"), ("fashion-vit", "acm"),
                                                          ("fashion-vit", "static"), ("minilm-fortunes", "dense"),
                                                          ("minilm-fortunes", "acm")}
@@ -63,6 +67,15 @@ def test_pareto_and_entry_point(tmp_path, capsys):
     assert "+3.00 +- 0.40" in out  # ACM - static with its paired standard error
     for ext in (".json", ".csv", ".png"):
         assert len(list(tmp_path.glob(f"accuracy-pareto-*{ext}"))) == 1
+
+
+def test_fashion_variants_name_their_files():
+    from argparse import Namespace
+
+    from benchmarks.accuracy_fashion import variant
+    assert variant(Namespace(seed=0, labels=False, targets="mlp")) == ""  # the README's files
+    assert variant(Namespace(seed=1, labels=False, targets="mlp")) == "seed1-"
+    assert variant(Namespace(seed=2, labels=True, targets="mlp+attn")) == "seed2-labels-attn-"
 
 
 def test_readme_blocks_are_replaced_and_the_rest_kept(tmp_path):

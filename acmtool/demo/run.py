@@ -20,16 +20,20 @@ BUDGET = 0.5
 PHASES = {"distill_epochs": 0.5, "gate_epochs": 0.25, "finetune_epochs": 1.0, "batch_size": 64}
 
 
-def convert_and_eval(folder: Path, weights: Path, budget: float, static: bool, log=print, seed: int = 0) -> dict:
+def convert_and_eval(folder: Path, weights: Path, budget: float, static: bool, log=print, seed: int = 0,
+                     **options) -> dict:
     """One conversion of the dense Fashion-MNIST ViT, evaluated on the test set; seed: the
-    conversion's (split, order, initial gates), the dense model stays the same."""
+    conversion's (split, order, initial gates), the dense model stays the same; options: more
+    ConvertOptions fields (labels, targets) for the benchmarks' variants."""
     name = "static" if static else "acm"
     out = folder / f"fashion-vit-{name}-{budget}.acm.safetensors"
+    flags = "".join(f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in options.items()
+                    if v is not False)
     log(f"\n== acmtool convert {MODEL} --weights {weights} --budget {budget} --data fashion-mnist"
-        f"{' --static' if static else ''} -o {out}")
+        f"{' --static' if static else ''}{flags} -o {out}")
     convert(ConvertOptions(model=MODEL, weights=str(weights), model_args=MODEL_ARGS, budget=budget,
                            data="fashion-mnist", output=str(out), static=static,
-                           resume=run_folder(out).exists(), seed=seed, **PHASES))
+                           resume=run_folder(out).exists(), seed=seed, **{**PHASES, **options}))
     log(f"== acmtool eval {out} --data fashion-mnist --split test")
     return evaluate_checkpoint(out, "fashion-mnist", split="test")
 
