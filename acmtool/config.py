@@ -9,6 +9,18 @@ from acmtool.errors import AcmInputError
 
 TARGETS = ("mlp", "mlp+attn")
 IMPLS = ("grouped", "naive", "masked")
+MAX_LEARNERS = 1024
+MAX_WIDTH = 1 << 16
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise AcmInputError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r}")
+
+
+def _check_float(name: str, value, lo: float, hi: float, shown: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value < hi:
+        raise AcmInputError(f"{name} must be a number in {shown}; got {value!r}")
 
 
 @dataclass
@@ -28,18 +40,16 @@ class AcmConfig:
     """Gated inference in PyTorch: 'grouped' (fast path) or 'naive' (the reference)."""
 
     def __post_init__(self):
-        if not isinstance(self.num_learners, int) or self.num_learners < 1:
-            raise AcmInputError(f"num_learners must be a positive integer; got {self.num_learners!r}")
+        # Bounds as well as types: a checkpoint's config is untrusted, and N or G size allocations.
+        _check_int("num_learners", self.num_learners, 1, MAX_LEARNERS)
         if self.targets not in TARGETS:
             raise AcmInputError(f"targets must be one of {', '.join(TARGETS)}; got {self.targets!r}")
-        if self.gate_hidden is not None and self.gate_hidden < 1:
-            raise AcmInputError(f"gate_hidden must be positive; got {self.gate_hidden}")
-        if not 0 < self.gate_cost_fraction < 1:
-            raise AcmInputError(f"gate_cost_fraction must lie in (0, 1); got {self.gate_cost_fraction}")
-        if self.proj_rank is not None and self.proj_rank < 1:
-            raise AcmInputError(f"proj_rank must be positive; got {self.proj_rank}")
-        if self.gumbel_tau <= 0:
-            raise AcmInputError(f"gumbel_tau must be positive; got {self.gumbel_tau}")
+        if self.gate_hidden is not None:
+            _check_int("gate_hidden", self.gate_hidden, 1, MAX_WIDTH)
+        _check_float("gate_cost_fraction", self.gate_cost_fraction, 0, 1, "(0, 1)")
+        if self.proj_rank is not None:
+            _check_int("proj_rank", self.proj_rank, 1, MAX_WIDTH)
+        _check_float("gumbel_tau", self.gumbel_tau, 0, 100, "(0, 100)")
         if self.impl not in IMPLS:
             raise AcmInputError(f"impl must be one of {', '.join(IMPLS)}; got {self.impl!r}")
 
@@ -48,6 +58,8 @@ class AcmConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AcmConfig":
+        if not isinstance(d, dict):
+            raise AcmInputError(f"an AcmConfig must be a JSON object; got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

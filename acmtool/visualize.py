@@ -137,16 +137,16 @@ def display_image(pixels: torch.Tensor, prep=None) -> np.ndarray:
 
 def open_image(path):
     """A PIL image, or an AcmInputError that says why not."""
-    from PIL import Image, UnidentifiedImageError
+    from acmtool.data.images import open_checked
     path = Path(path)
     if not path.is_file():
         raise AcmInputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise AcmInputError(f"{path}: not an image PIL can read ({type(e).__name__})") from None
-    return image
+    with open_checked(path) as image:
+        try:
+            image.load()
+        except (OSError, ValueError) as e:
+            raise AcmInputError(f"{path}: not an image PIL can read ({type(e).__name__})") from None
+        return image.copy()
 
 
 # --- drawing --------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ def test_timm_name_and_weights(tmp_path, tiny_vit):
     torch.save(state, tmp_path / "w.pth")
     for f in ("w.safetensors", "w.pth"):
         loaded = load_model("timm:test_vit", weights=str(tmp_path / f))
-        assert loaded.spec == {"kind": "timm", "name": "test_vit", "kwargs": {}, "weights": str(tmp_path / f)}
+        digest = __import__("hashlib").sha256((tmp_path / f).read_bytes()).hexdigest()
+        assert loaded.spec == {"kind": "timm", "name": "test_vit", "kwargs": {}, "weights": str(tmp_path / f),
+                               "weights_sha256": digest}
         x = torch.randn(1, 3, 160, 160)
         torch.testing.assert_close(loaded.model(x), tiny_vit(x))
 

@@ -83,13 +83,15 @@ def test_fixed_k_clamps_and_restores():
 
 
 def test_set_impl_grouped_equals_naive_on_a_model():
-    model = torch.nn.Sequential(make(), torch.nn.GELU(), make(din=8)).eval()
-    x = torch.randn(3, 11, 10)
+    # float64: the two paths sum in different orders, and float32 rounding of values near 100 once
+    # put one element 1.5e-5 apart on a clean clone (the paths, not the seed, decide the order)
+    model = torch.nn.Sequential(make(), torch.nn.GELU(), make(din=8)).double().eval()
+    x = torch.randn(3, 11, 10, dtype=torch.float64)
     set_impl(model, "naive")
     a = model(x)
     set_impl(model, "grouped")
     b = model(x)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
     with pytest.raises(ValueError):
         set_impl(model, "fast")
 

@@ -141,3 +141,9 @@ def _load_builtins() -> None:
     if not _builtins_loaded:
         _builtins_loaded = True
         from acmtool.adapters import builtin, generic  # noqa: F401  (they register themselves)
+
+
+def registered_class_names() -> list:
+    """The qualified class names adapters are registered for (built-ins included)."""
+    _load_builtins()
+    return sorted(_ADAPTERS)

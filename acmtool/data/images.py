@@ -1,6 +1,7 @@
 """A folder of images: class subfolders give the labels (sorted names), loose images none."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -54,13 +55,29 @@ def _hidden_below(path: Path, top: Path) -> bool:
 
 def check_readable(paths: list) -> None:
     """Open each image's header (cheap, no decoding) so a bad file stops the run before training."""
-    from PIL import Image, UnidentifiedImageError
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.size
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise AcmInputError(f"{p}: not a readable image ({type(e).__name__}); remove or replace it") from None
+        with open_checked(p) as im:
+            im.size
+
+
+@contextlib.contextmanager
+def open_checked(path: Path):
+    """Image.open with every failure, a decompression bomb included, as a one-line AcmInputError."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; an image that large is an attack
+            # or a mistake either way, and decoding it could take gigabytes.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise AcmInputError(f"{path}: the image claims more than {Image.MAX_IMAGE_PIXELS} pixels (a decompression "
+                            f"bomb, or far larger than a model needs); resize or remove it") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise AcmInputError(f"{path}: not a readable image (not an image PIL can read: {type(e).__name__}); "
+                            f"remove or replace it") from None
+    with im:
+        yield im
 
 
 class ImageFiles(Dataset):
@@ -73,13 +90,12 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-        try:
-            with Image.open(self.paths[i]) as im:
+        with open_checked(self.paths[i]) as im:
+            try:
                 x = self.prep(im)
-        except OSError as e:  # truncated or corrupt pixel data that the header check let through
-            raise AcmInputError(f"{self.paths[i]}: the image could not be decoded ({e}); remove or replace it") \
-                from None
+            except OSError as e:  # truncated or corrupt pixel data that the header check let through
+                raise AcmInputError(f"{self.paths[i]}: the image could not be decoded ({e}); remove or replace "
+                                    f"it") from None
         return x, self.labels[i]
 
 

@@ -17,7 +17,9 @@ import torch
 import torch.nn as nn
 
 from acmtool.errors import AcmInputError
+from acmtool.io.json_checks import BadValue
 from acmtool.io.safe_pickle import load_untrusted
+from acmtool.io.source_spec import TIMM_ARCH_ARGS, check_spec, check_timm_kwargs
 
 CHECKPOINT_FORMAT = "acmtool.checkpoint"
 
@@ -35,7 +37,7 @@ def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] =
         loaded = _timm(source[5:], model_kwargs or {})
         if weights:
             _load_state(loaded.model, _read_state_dict(Path(weights), trust_pickle), weights)
-            loaded.spec["weights"] = str(Path(weights).resolve())
+            _record_weights(loaded.spec, Path(weights))
         return loaded
     if weights:
         raise AcmInputError("--weights goes with a timm:NAME model; for files use MODEL itself (and --arch)")
@@ -60,10 +62,15 @@ def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] =
 
 
 def build_from_spec(spec: dict) -> nn.Module:
-    """The architecture of a spec, with random (or the source file's) weights."""
-    kind = spec.get("kind")
+    """The architecture of a spec, with random (or the source file's) weights. The spec may come
+    from an untrusted checkpoint: it is checked against its schema before anything is built."""
+    try:
+        check_spec(spec)
+    except BadValue as e:
+        raise AcmInputError(f"the checkpoint's model source is damaged or foreign ({e})") from None
+    kind = spec["kind"]
     if kind == "timm":
-        return _timm(spec["name"], spec.get("kwargs", {})).model
+        return _timm(spec["name"], spec["kwargs"]).model
     if kind == "hf":
         return _hf_from_config(spec["class"], spec["config"])
     if kind == "file":
@@ -71,15 +78,37 @@ def build_from_spec(spec: dict) -> nn.Module:
         if not path.is_file():
             raise AcmInputError(f"this checkpoint was converted from the pickled module {path}, which is gone; "
                                 f"pass the untrained model: acmtool.load(ckpt, model=...)")
-        return load_untrusted(path).float().eval()
-    if kind == "user":
-        raise AcmInputError(f"this checkpoint was converted from a model built in Python ({spec.get('class')}); "
-                            f"rebuild it and pass it: acmtool.load(ckpt, model=MyModel(...))")
-    raise AcmInputError(f"unknown model spec kind {kind!r} in the checkpoint")
+        check_sha256(path, spec["sha256"], "the pickled module this checkpoint was converted from")
+        model = load_untrusted(path)
+        if not isinstance(model, nn.Module):
+            raise AcmInputError(f"{path} no longer holds a module; pass the untrained model: "
+                                f"acmtool.load(ckpt, model=...)")
+        return model.float().eval()
+    raise AcmInputError(f"this checkpoint was converted from a model built in Python ({spec.get('class')}); "
+                        f"rebuild it and pass it: acmtool.load(ckpt, model=MyModel(...))")
+
+
+def check_sha256(path: Path, expected: str, what: str) -> None:
+    """The file at a recorded path is the file that was recorded, not whatever sits there now."""
+    if file_sha256(path) != expected:
+        raise AcmInputError(f"{path} has changed since the checkpoint was written (sha256 differs from {what}); "
+                            f"restore the original file or pass the model yourself")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_original(spec: dict) -> nn.Module:
     """The source model with its original weights (the teacher, for eval), from a checkpoint's spec."""
+    try:
+        check_spec(spec)
+    except BadValue as e:
+        raise AcmInputError(f"the checkpoint's model source is damaged or foreign ({e})") from None
     kind = spec.get("kind")
     if kind == "timm":
         model = _timm(spec["name"], spec.get("kwargs", {})).model
@@ -87,6 +116,8 @@ def load_original(spec: dict) -> nn.Module:
             path = Path(spec["weights"])
             if not path.is_file():
                 raise AcmInputError(f"the original weights {path} are gone; they are needed to compare against")
+            if spec.get("weights_sha256"):
+                check_sha256(path, spec["weights_sha256"], "the original weights")
             _load_state(model, _read_state_dict(path, False), str(path))
         return model
     if kind == "hf":
@@ -114,11 +145,16 @@ def _timm(name: str, kwargs: dict) -> LoadedModel:
         raise AcmInputError(f"timm has no model {name!r}; list them with python -c \"import timm; "
                             f"print(timm.list_models('*vit*'))\"")
     try:
+        check_timm_kwargs(kwargs, "model arguments")
+    except BadValue as e:
+        raise AcmInputError(f"timm model {name!r}: {e} (only architecture arguments: "
+                            f"{', '.join(sorted(TIMM_ARCH_ARGS)[:6])}, ...)") from None
+    try:
         with torch.random.fork_rng(devices=[]):  # timm:NAME without weights is the same model every time
             torch.manual_seed(0)
             model = timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as e:
-        raise AcmInputError(f"timm model {name!r} does not take these arguments {kwargs}: {e}") from None
+    except Exception as e:  # bad argument values raise anything from TypeError to AssertionError
+        raise AcmInputError(f"timm model {name!r} could not be built with {kwargs}: {_first_line(e)}") from None
     return LoadedModel(model.eval(), {"kind": "timm", "name": name, "kwargs": kwargs})
 
 
@@ -160,21 +196,49 @@ def _hf_spec(cls, config, path) -> dict:
 
 
 def _hf_from_config(class_name: str, config_dict: dict) -> nn.Module:
+    """A transformers model of a known family, from a checked config; the class must be a
+    PreTrainedModel whose config type is the recorded model_type."""
     import transformers
+    model_type = config_dict["model_type"]
+    if model_type not in known_hf_families():
+        raise AcmInputError(f"the checkpoint names the Hugging Face model type {model_type!r}, which acmtool has no "
+                            f"adapter for ({', '.join(sorted(known_hf_families()))})")
     cls = getattr(transformers, class_name, None)
     if cls is None or not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
         raise AcmInputError(f"transformers has no model class {class_name!r} (needed to rebuild this checkpoint)")
+    if getattr(cls.config_class, "model_type", None) != model_type:
+        raise AcmInputError(f"{class_name} is not a {model_type!r} model; the checkpoint's metadata is inconsistent")
     d = dict(config_dict)
-    config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
-    return cls._from_config(config).float().eval()
+    d.pop("model_type")
+    try:
+        config = transformers.AutoConfig.for_model(model_type, **d)
+        return cls._from_config(config).float().eval()
+    except Exception as e:  # values of the right type can still be inconsistent (heads vs width)
+        raise AcmInputError(f"the {class_name} in the checkpoint could not be built: {_first_line(e)}") from None
+
+
+def known_hf_families() -> set:
+    """Model types of the transformers families an adapter is registered for."""
+    from acmtool.adapters._registry import registered_class_names
+    families = set()
+    for name in registered_class_names():
+        parts = name.split(".")
+        if len(parts) == 5 and parts[:2] == ["transformers", "models"] and parts[3] == f"modeling_{parts[2]}":
+            families.add(parts[2])
+    return families
 
 
 def _module_spec(obj: nn.Module, path: Path) -> dict:
     spec = user_spec(obj)
     if spec["kind"] == "hf":
         return spec
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"kind": "file", "path": str(path.resolve()), "sha256": digest}
+    return {"kind": "file", "path": str(path.resolve()), "sha256": file_sha256(path)}
+
+
+def _record_weights(spec: dict, path: Path) -> None:
+    """Where the original weights are, and their digest, so eval reloads exactly those."""
+    spec["weights"] = str(path.resolve())
+    spec["weights_sha256"] = file_sha256(path)
 
 
 def _with_arch(path: Path, arch: Optional[str], state: dict, trust_pickle: bool) -> LoadedModel:
@@ -188,7 +252,7 @@ def _with_arch(path: Path, arch: Optional[str], state: dict, trust_pickle: bool)
     else:
         raise AcmInputError(f"--arch {arch!r}: give timm:NAME or a Hugging Face model folder")
     _load_state(loaded.model, state, str(path))
-    loaded.spec["weights"] = str(path.resolve())
+    _record_weights(loaded.spec, path)
     return loaded
 
 

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from acmtool.errors import AcmInputError
+from acmtool.io import json_checks as J
 from acmtool.io.atomic import atomic_path
 
 
@@ -29,18 +30,26 @@ class RunState:
         return self.path.is_file()
 
     def load(self) -> dict:
-        """Load a saved run; refuses one started with other arguments."""
-        saved_args = json.loads((self.folder / "args.json").read_text())
+        """Load a saved run; refuses one started with other arguments, or a damaged one."""
+        try:
+            saved_args = json.loads((self.folder / "args.json").read_text())
+            if not isinstance(saved_args, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, RecursionError) as e:
+            raise AcmInputError(f"--resume: {self.folder / 'args.json'} is missing or damaged ({type(e).__name__}); "
+                                f"delete {self.folder} and start again") from None
         differ = {k for k in set(saved_args) | set(self.args)
-                  if k not in ("resume", "output", "onnx") and saved_args.get(k) != self.args.get(k)}
+                  if k not in ("resume", "output", "onnx", "force") and saved_args.get(k) != self.args.get(k)}
         if differ:
             raise AcmInputError(f"--resume: the run in {self.folder} was started with other options "
                                 f"({', '.join(sorted(differ))}); rerun without --resume or with the same options")
         try:
-            self.data = torch.load(self.path, map_location="cpu", weights_only=True)
+            data = torch.load(self.path, map_location="cpu", weights_only=True)
+            check_run_data(data)
         except Exception as e:
-            raise AcmInputError(f"--resume: {self.path} is damaged ({type(e).__name__}); delete {self.folder} "
-                                f"and start again") from None
+            raise AcmInputError(f"--resume: {self.path} is damaged ({type(e).__name__}: {str(e)[:120]}); delete "
+                                f"{self.folder} and start again") from None
+        self.data = data
         return self.data
 
     def save(self, model_state: dict, phase: Optional[str], step: int, optimizer=None, scheduler=None) -> None:
@@ -65,3 +74,21 @@ class RunState:
 
     def due(self, minutes: float) -> bool:
         return time.monotonic() - self.last_save > 60 * minutes
+
+
+def check_run_data(data) -> None:
+    """The shape `save` writes; anything else is a damaged or foreign state file."""
+    J.obj(data, "state", required=("phase", "step", "done", "history", "model"), optional=("optimizer", "scheduler"))
+    J.optional(J.string, data["phase"], "state.phase", 64)
+    J.integer(data["step"], "state.step", 0, 1 << 40)
+    for i, phase in enumerate(J.array(data["done"], "state.done", 16)):
+        J.string(phase, f"state.done[{i}]", 64)
+    if not isinstance(data["history"], dict):
+        raise J.BadValue("state.history: expected an object")
+    model = data["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        raise J.BadValue("state.model: expected a state dict of tensors")
+    for key in ("optimizer", "scheduler"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise J.BadValue(f"state.{key}: expected an object")
