@@ -9,7 +9,7 @@ DEBIAN_DATA := fortunes dataset-fashion-mnist
 
 LIB := build/custom_ops/libacmtool_ops.so
 
-.PHONY: install build build-cuda data test test-all demo clean
+.PHONY: install build build-cuda build-asan data test test-all test-asan demo clean
 
 $(STAMP): requirements.lock setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ build: $(STAMP)
 
 build-cuda: $(STAMP)
 	$(MAKE) build ACMTOOL_CUDA=ON
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: the library (and the C++ example runner) built with
+# both, in folders of their own, and the op tests run against them; any finding fails the run
+# (custom_ops/tools/run_sanitized.sh). ASAN_TESTS picks the tests: .ci/run runs a quick subset.
+ASAN_LIB := build/custom_ops_asan/libacmtool_ops.so
+ASAN_TESTS ?= tests/test_custom_op_cpu.py tests/test_example_runner.py
+build-asan: $(STAMP)
+	$(BIN)/python -m acmtool.runtime.build build/custom_ops_asan -DACMTOOL_CUDA=OFF -DACMTOOL_SANITIZE=ON
+
+# --capture=sys: a sanitizer report goes to file descriptor 2 and ends the process, so pytest must
+# not hold that descriptor.
+test-asan: $(STAMP) build-asan
+	custom_ops/tools/run_sanitized.sh $(ASAN_LIB) $(BIN)/python -m pytest --capture=sys $(ASAN_TESTS)
 
 # Real data from Debian packages: installed where we are root, otherwise we say what to install.
 data:

@@ -20,7 +20,7 @@ namespace {
 constexpr const char* kDomain = "ai.acmtool";
 
 OrtCustomOpDomain* CreateDomain() {
-  static DynamicLearnersOp dynamic_learners_cpu;
+  static DynamicLearnersOp dynamic_learners_cpu(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
   const OrtApi& api = Ort::GetApi();
   OrtCustomOpDomain* domain = nullptr;
   Ort::ThrowOnError(api.CreateCustomOpDomain(kDomain, &domain));

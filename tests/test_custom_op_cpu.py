@@ -8,6 +8,7 @@ a failing build fails them.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from contextlib import contextmanager
 
@@ -100,6 +101,9 @@ def make_session(library, model, *, isa=None, schedule=None, threads=0):
     options = ort.SessionOptions()
     options.register_custom_ops_library(library)
     options.intra_op_num_threads = threads
+    # Every tensor its own allocation (no arena carving one block), so that AddressSanitizer
+    # (`make test-asan`) sees a read or write past the end of an input or of Y.
+    options.enable_cpu_mem_arena = False
     with kernel_env(ACMTOOL_CPU_ISA=isa, ACMTOOL_CPU_SCHEDULE=schedule):
         try:
             return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -289,6 +293,13 @@ BAD_RUNS = {
     "K_negative": (lambda c: {**c, "K": c["K"].clone().fill_(1).index_fill_(1, torch.tensor([2]), -1)},
                    ["K must lie in [0, 3]", "[-1, 1]"]),
     "K_too_large": (lambda c: {**c, "K": c["K"].clone().fill_(4)}, ["K must lie in [0, 3]", "[4, 4]"]),
+    "K_one_too_large": (lambda c: {**c, "K": c["K"].clone().index_fill_(0, torch.tensor([1]), 4)},
+                        ["K must lie in [0, 3]", ", 4]"]),
+    "K_last_token_negative": (lambda c: {**c, "K": c["K"].clone().fill_(2).index_fill_(1, torch.tensor([5]), -1)},
+                              ["K must lie in [0, 3]", "[-1, 2]"]),
+    "K_int64_extremes": (lambda c: {**c, "K": c["K"].clone().index_fill_(1, torch.tensor([0]), -2**63)
+                                    .index_fill_(1, torch.tensor([3]), 2**63 - 1)},
+                         ["K must lie in [0, 3]", f"[{-2**63}, {2**63 - 1}]"]),
     "W1_rank2": (lambda c: {**c, "W1": c["W1"][0]}, ["W1 and W2 must be [N, Din, h]", "[13, 7]"]),
     "W2_rank4": (lambda c: {**c, "W2": c["W2"][None]}, ["W1 and W2 must be [N, Din, h]", "[1, 3, 7, 5]"]),
     "X_rank0": (lambda c: {**c, "X": torch.tensor(1.0), "K": torch.tensor(1)}, ["X must be [..., 13]", "got []"]),
@@ -315,6 +326,38 @@ def test_bad_inputs_at_run(library, name):
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in {message!r}"
     good_run(session, make_case((4, 6), 3, 13, 7, 5))
+
+
+# K is checked before anything reads it, on every path through the kernel: no output columns, no
+# learners, weights packed when the session was created.
+K_RANGE_CASES = {
+    "dout_zero": (((4, 6), 3, 13, 7, 0), False, "K must lie in [0, 3]"),
+    "no_learners": (((4, 6), 0, 13, 7, 5), False, "K must lie in [0, 0]"),
+    "prepacked_weights": (((4, 6), 3, 13, 7, 5), True, "K must lie in [0, 3]"),
+}
+
+
+@pytest.mark.parametrize("name", list(K_RANGE_CASES))
+def test_k_out_of_range_on_every_path(library, name):
+    (lead, n, din, h, dout), in_graph, expected = K_RANGE_CASES[name]
+    case = make_case(lead, n, din, h, dout)
+    case["K"] = case["K"].clone().fill_(n).index_fill_(0, torch.tensor([2]), n + 1)
+    initializers = {w: case[w].numpy() for w in ("W1", "B1", "W2", "B2")} if in_graph else {}
+    session = make_session(library, make_model("gelu", initializers=initializers))
+    with pytest.raises(_FAILURES, match=re.escape(f"DynamicLearners: {expected} (N = {n} learners); "
+                                                  f"got values in [{n}, {n + 1}]")):
+        session.run(None, feeds_of(case, skip=initializers))
+    case["K"] = case["K"].clamp(0, n)
+    assert_matches(session.run(None, feeds_of(case, skip=initializers))[0], reference(case, "gelu"))
+
+
+def test_first_problem_is_reported_types_before_shapes(library):
+    """The checks run in one fixed order (op_definition.cc): X's type before any shape."""
+    session = make_session(library, make_model("gelu", types={"X": TensorProto.DOUBLE}))
+    bad = feeds_of(bad_case(W2=torch.randn(3, 8, 5)))
+    bad["X"] = bad["X"].astype(np.float64)
+    with pytest.raises(_FAILURES, match=re.escape("DynamicLearners: X is float64; the CPU kernel computes float32")):
+        session.run(None, bad)
 
 
 @pytest.mark.parametrize("x_type,name", [(TensorProto.DOUBLE, "float64"), (TensorProto.FLOAT16, "float16")])

@@ -404,13 +404,19 @@ def test_one_session_many_shapes(gpu_library, ort_gpu, lead):
         assert_matches(y, reference(case, "gelu", "float16"), "float16")
 
 
-# Bad inputs: an ORT error that names the problem; the session keeps working.
+# Bad inputs: an ORT error that names the problem (the shared checks of op_definition.cc: the CPU
+# kernel's words); the session keeps working. Keep in step with test_custom_op_cpu.BAD_RUNS.
 BAD_RUNS = {
     "K_negative": (lambda c: {**c, "K": c["K"].clone().fill_(1).index_fill_(1, torch.tensor([2]), -1)},
                    ["K must lie in [0, 3]", "[-1, 1]"]),
     "K_too_large": (lambda c: {**c, "K": c["K"].clone().fill_(4)}, ["K must lie in [0, 3]", "[4, 4]"]),
     "K_one_too_large": (lambda c: {**c, "K": c["K"].clone().index_fill_(0, torch.tensor([1]), 4)},
                         ["K must lie in [0, 3]", ", 4]"]),
+    "K_last_token_negative": (lambda c: {**c, "K": c["K"].clone().fill_(2).index_fill_(1, torch.tensor([5]), -1)},
+                              ["K must lie in [0, 3]", "[-1, 2]"]),
+    "K_int64_extremes": (lambda c: {**c, "K": c["K"].clone().index_fill_(1, torch.tensor([0]), -2**63)
+                                    .index_fill_(1, torch.tensor([3]), 2**63 - 1)},
+                         ["K must lie in [0, 3]", f"[{-2**63}, {2**63 - 1}]"]),
     "W1_rank2": (lambda c: {**c, "W1": c["W1"][0]}, ["W1 and W2 must be [N, Din, h]", "[13, 7]"]),
     "W2_rank4": (lambda c: {**c, "W2": c["W2"][None]}, ["W1 and W2 must be [N, Din, h]", "[1, 3, 7, 5]"]),
     "X_rank0": (lambda c: {**c, "X": torch.tensor(1.0), "K": torch.tensor(1)}, ["X must be [..., 13]", "got []"]),
@@ -419,6 +425,7 @@ BAD_RUNS = {
                                                              "[4, 6]", "[4, 5]"]),
     "K_wrong_rank": (lambda c: {**c, "K": c["K"][..., None]}, ["K must have X's shape", "[4, 6, 1]"]),
     "W2_mismatch": (lambda c: {**c, "W2": torch.randn(3, 8, 5)}, ["W2 [3, 8, 5] does not match W1 [3, 13, 7]"]),
+    "W2_wrong_n": (lambda c: {**c, "W2": torch.randn(2, 7, 5)}, ["W2 [2, 7, 5] does not match W1"]),
     "B1_shape": (lambda c: {**c, "B1": torch.randn(3, 6)}, ["B1 must be [3, 7]", "[3, 6]"]),
     "B2_shape": (lambda c: {**c, "B2": torch.randn(1, 5)}, ["B2 must be [5]", "[1, 5]"]),
 }

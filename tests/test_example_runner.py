@@ -1,12 +1,14 @@
 """custom_ops/examples/acmtool_run: the C++ runner (ONNX Runtime by dlopen, inputs and outputs as
 .npy) on exported ACM models, against the PyTorch reference, and its error path.
 
-The program is built with CMake into build/example_runner (missing cmake, compiler or ONNX Runtime
-headers skip with the reason; a compile error fails). The custom-op library is
+The program is built with CMake into build/example_runner (build/example_runner_asan, with the
+sanitizers, under `make test-asan`; missing cmake, compiler or ONNX Runtime headers skip with the
+reason; a compile error fails). The custom-op library is
 acmtool.runtime.library_path() (build/custom_ops, `make build`); libonnxruntime is the pip wheel's.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +30,10 @@ from acmtool.export.verify import k_tensors, replay  # noqa: E402
 from acmtool.runtime.build import REPO_ROOT, BuildFailed, BuildUnavailable, _locked, _run  # noqa: E402
 
 SOURCE = REPO_ROOT / "custom_ops" / "examples"
-BUILD = REPO_ROOT / "build" / "example_runner"
+# Under `make test-asan` (custom_ops/tools/run_sanitized.sh sets ACMTOOL_SANITIZE=1) the program is
+# built with the sanitizers too, into a folder of its own, and loads the sanitized library.
+SANITIZE = os.environ.get("ACMTOOL_SANITIZE") == "1"
+BUILD = REPO_ROOT / "build" / ("example_runner_asan" if SANITIZE else "example_runner")
 TOLERANCE = 1e-4
 
 
@@ -40,7 +45,8 @@ def runner() -> Path:
     BUILD.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(BUILD / ".build.lock"):
-            _run([cmake, "-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release"], "configure")
+            _run([cmake, "-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release",
+                  f"-DACMTOOL_SANITIZE={'ON' if SANITIZE else 'OFF'}"], "configure")
             _run([cmake, "--build", str(BUILD), "--config", "Release", "--parallel", "1"], "build")
     except BuildUnavailable as e:
         pytest.skip(f"cannot build custom_ops/examples: {e}")

@@ -5,9 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstring>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -18,41 +16,13 @@
 namespace acmtool {
 namespace {
 
-constexpr size_t kX = 0, kK = 1, kW1 = 2, kB1 = 3, kW2 = 4, kB2 = 5;
-
-// The messages below follow the CPU kernel's (dynamic_learners/dynamic_learners.cc) word for word,
-// so that a model fails the same way on either provider.
-std::string TypeName(ONNXTensorElementDataType t) {
-  switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: return "int16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16: return "uint16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32: return "uint32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64: return "uint64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING: return "string";
-    default: return "element type " + std::to_string(static_cast<int>(t));
-  }
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << "]";
-  return s.str();
-}
-
-[[noreturn]] void Invalid(const std::string& message) {
-  throw OpError(ORT_INVALID_ARGUMENT, "DynamicLearners: " + message);
-}
+// float32, float16, bfloat16; token indices are int32 on the device (cuda::kMaxTokens).
+const dynamic_learners::KernelSpec kCudaKernel{
+    "CUDA",
+    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
+     ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16},
+    "float32, float16 and bfloat16",
+    cuda::kMaxTokens};
 
 [[noreturn]] void Failed(const std::string& message) {
   throw OpError(ORT_FAIL, "DynamicLearners (CUDA): " + message);
@@ -60,25 +30,6 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 void CheckCuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) Failed(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
-
-struct InputView {
-  Ort::ConstValue value{nullptr};
-  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  std::vector<int64_t> shape;
-
-  bool present() const { return static_cast<const OrtValue*>(value) != nullptr; }
-};
-
-InputView ViewInput(const Ort::KernelContext& ctx, size_t index, const char* name) {
-  InputView v;
-  if (index < ctx.GetInputCount()) v.value = ctx.GetInput(index);
-  if (!v.present()) return v;
-  if (!v.value.IsTensor()) Invalid(std::string(name) + " must be a tensor");
-  const auto info = v.value.GetTensorTypeAndShapeInfo();
-  v.type = info.GetElementType();
-  v.shape = info.GetShape();
-  return v;
 }
 
 cuda::DType DTypeOf(ONNXTensorElementDataType t) {
@@ -191,23 +142,8 @@ class OrtScratch final : public cuda::ScratchAllocator {
 
 }  // namespace
 
-DynamicLearnersCudaKernel::DynamicLearnersCudaKernel(const OrtKernelInfo* info) {
-  const OrtApi& api = Ort::GetApi();
-  size_t size = 0;
-  OrtStatus* status = api.KernelInfoGetAttribute_string(info, "activation", nullptr, &size);
-  if (status != nullptr) {
-    api.ReleaseStatus(status);
-    throw OpError(ORT_INVALID_ARGUMENT, std::string("DynamicLearners: the string attribute 'activation' is required: one of ") +
-                                            cpu::ActivationNames());
-  }
-  std::string name(size, '\0');
-  Ort::ThrowOnError(api.KernelInfoGetAttribute_string(info, "activation", &name[0], &size));
-  name.resize(std::strlen(name.c_str()));
-  if (!cpu::ParseActivation(name, &activation_)) {
-    throw OpError(ORT_INVALID_ARGUMENT, "DynamicLearners: activation '" + name + "' is not one of " +
-                                            cpu::ActivationNames());
-  }
-}
+DynamicLearnersCudaKernel::DynamicLearnersCudaKernel(const OrtKernelInfo* info)
+    : activation_(dynamic_learners::ReadActivation(info)) {}
 
 OrtStatusPtr DynamicLearnersCudaKernel::ComputeV2(OrtKernelContext* context) noexcept {
   return StatusOf([&] { Compute(context); });
@@ -215,62 +151,12 @@ OrtStatusPtr DynamicLearnersCudaKernel::ComputeV2(OrtKernelContext* context) noe
 
 void DynamicLearnersCudaKernel::Compute(OrtKernelContext* context) const {
   Ort::KernelContext ctx(context);
-  const InputView x = ViewInput(ctx, kX, "X");
-  const InputView k = ViewInput(ctx, kK, "K");
-  const InputView w1 = ViewInput(ctx, kW1, "W1");
-  const InputView b1 = ViewInput(ctx, kB1, "B1");
-  const InputView w2 = ViewInput(ctx, kW2, "W2");
-  const InputView b2 = ViewInput(ctx, kB2, "B2");
+  const dynamic_learners::Inputs in = dynamic_learners::ViewInputs(ctx);
+  const dynamic_learners::Sizes sizes = dynamic_learners::CheckInputs(in, kCudaKernel);
+  const dynamic_learners::InputView &x = in.x, &k = in.k, &w1 = in.w1, &b1 = in.b1, &w2 = in.w2, &b2 = in.b2;
+  const int64_t n = sizes.n, din = sizes.din, h = sizes.h, dout = sizes.dout, tokens = sizes.tokens;
 
-  // ---- checks: the CPU kernel's, in its order and words (only the supported types differ)
-  if (!x.present() || !k.present() || !w1.present() || !w2.present()) {
-    Invalid("X, K, W1 and W2 are required inputs");
-  }
-  if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
-      x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16) {
-    Invalid("X is " + TypeName(x.type) + "; the CUDA kernel computes float32, float16 and bfloat16");
-  }
-  if (k.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64) Invalid("K must be int64; got " + TypeName(k.type));
-  for (const auto& [name, in] : {std::make_pair("W1", &w1), std::make_pair("B1", &b1), std::make_pair("W2", &w2),
-                                 std::make_pair("B2", &b2)}) {
-    if (in->present() && in->type != x.type) {
-      Invalid(std::string(name) + " is " + TypeName(in->type) + " but X is " + TypeName(x.type) +
-              "; all float inputs must share one dtype");
-    }
-  }
-  if (w1.shape.size() != 3 || w2.shape.size() != 3) {
-    Invalid("W1 and W2 must be [N, Din, h] and [N, h, Dout]; got " + ShapeString(w1.shape) + " and " +
-            ShapeString(w2.shape));
-  }
-  const int64_t n = w1.shape[0], din = w1.shape[1], h = w1.shape[2];
-  if (w2.shape[0] != n || w2.shape[1] != h) {
-    Invalid("W2 " + ShapeString(w2.shape) + " does not match W1 " + ShapeString(w1.shape) + ": expected [" +
-            std::to_string(n) + ", " + std::to_string(h) + ", Dout]");
-  }
-  const int64_t dout = w2.shape[2];
-  if (x.shape.empty() || x.shape.back() != din) {
-    Invalid("X must be [..., " + std::to_string(din) + "]; got " + ShapeString(x.shape));
-  }
-  std::vector<int64_t> lead(x.shape.begin(), x.shape.end() - 1);
-  if (k.shape != lead) {
-    Invalid("K must have X's shape without its last axis, " + ShapeString(lead) + "; got " + ShapeString(k.shape));
-  }
-  if (b1.present() && b1.shape != std::vector<int64_t>{n, h}) {
-    Invalid("B1 must be [" + std::to_string(n) + ", " + std::to_string(h) + "]; got " + ShapeString(b1.shape));
-  }
-  if (b2.present() && b2.shape != std::vector<int64_t>{dout}) {
-    Invalid("B2 must be [" + std::to_string(dout) + "]; got " + ShapeString(b2.shape));
-  }
-  int64_t tokens = 1;
-  for (int64_t d : lead) tokens *= d;
-  if (tokens > cuda::kMaxTokens) {
-    Invalid("the CUDA kernel takes at most " + std::to_string(cuda::kMaxTokens) + " tokens; got " +
-            std::to_string(tokens));
-  }
-
-  std::vector<int64_t> y_shape = lead;
-  y_shape.push_back(dout);
-  Ort::UnownedValue y_value = ctx.GetOutput(0, y_shape);
+  Ort::UnownedValue y_value = ctx.GetOutput(0, sizes.y_shape);
   if (tokens == 0) return;
 
   // ---- the device, the stream, cuBLASLt
@@ -324,31 +210,14 @@ void DynamicLearnersCudaKernel::Compute(OrtKernelContext* context) const {
     case cuda::RunStatus::Code::kOk:
       return;
     case cuda::RunStatus::Code::kKOutOfRange:
-      Invalid("K must lie in [0, " + std::to_string(n) + "] (N = " + std::to_string(n) +
-              " learners); got values in [" + std::to_string(status.k_min) + ", " + std::to_string(status.k_max) +
-              "]");
+      dynamic_learners::CheckKRange(status.k_min, status.k_max, n);  // throws: the CPU kernel's message
+      Failed("K was reported out of range, yet lies in [0, " + std::to_string(n) + "]");
     case cuda::RunStatus::Code::kOutOfMemory:
       throw OpError(ORT_FAIL, "DynamicLearners (CUDA): " + status.message +
                                   (scratch.error().empty() ? "" : " (" + scratch.error() + ")"));
     default:
       Failed(status.message);
   }
-}
-
-OrtStatusPtr DynamicLearnersCudaOp::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {
-  *op_kernel = nullptr;
-  return StatusOf([&] { *op_kernel = new DynamicLearnersCudaKernel(info); });
-}
-
-ONNXTensorElementDataType DynamicLearnersCudaOp::GetInputType(size_t index) const {
-  if (index == kX) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  if (index == kK) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
-  return type_;
-}
-
-OrtCustomOpInputOutputCharacteristic DynamicLearnersCudaOp::GetInputCharacteristic(size_t index) const {
-  return index == kB1 || index == kB2 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
 }
 
 }  // namespace acmtool

@@ -1,8 +1,8 @@
-// The CPU kernel of DynamicLearners. See dynamic_learners.h for the contract.
+// The CPU kernel of DynamicLearners. The contract and the checks: op_definition.h.
 //
 // Plan of one Run, as DESIGN.md asks:
-//  1. check types, shapes and K (every failure is an ORT_INVALID_ARGUMENT status naming what is
-//     wrong; nothing is written before the checks pass);
+//  1. the shared checks (op_definition.h), then K's range (every failure is an
+//     ORT_INVALID_ARGUMENT status naming what is wrong; nothing is written before the checks pass);
 //  2. counting sort of the tokens by K, descending: learner i then runs on the prefix of
 //     active[i] = #{t : K[t] > i} sorted tokens;
 //  3. the sorted tokens are cut into row blocks. For a block, X's rows are gathered and packed
@@ -40,9 +40,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <new>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,7 +55,14 @@ namespace acmtool {
 
 namespace {
 
-constexpr size_t kX = 0, kK = 1, kW1 = 2, kB1 = 3, kW2 = 4, kB2 = 5;
+using dynamic_learners::kW1;
+using dynamic_learners::kW2;
+
+// float32 only; tokens are indexed with int64, so no limit beyond the tensor's own.
+const dynamic_learners::KernelSpec kCpuKernel{
+    "CPU", {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT}, "float32 (float16 and bfloat16 run on the CUDA execution provider)",
+    std::numeric_limits<int64_t>::max()};
+
 // Rows of a row block: its X, H and Y rows stay in L2 next to the B panel being read, and each
 // block streams every learner's weights through the cache once (fewer, bigger blocks stream less).
 constexpr int64_t kMaxBlockRows = 96;
@@ -97,58 +104,6 @@ class FloatBuffer {
   float* data_ = nullptr;
   size_t capacity_ = 0;
 };
-
-std::string TypeName(ONNXTensorElementDataType t) {
-  switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: return "int16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16: return "uint16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32: return "uint32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64: return "uint64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING: return "string";
-    default: return "element type " + std::to_string(static_cast<int>(t));
-  }
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << "]";
-  return s.str();
-}
-
-[[noreturn]] void Invalid(const std::string& message) {
-  throw OpError(ORT_INVALID_ARGUMENT, "DynamicLearners: " + message);
-}
-
-// One input as the kernel sees it: present or not, its element type, its shape.
-struct InputView {
-  Ort::ConstValue value{nullptr};
-  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  std::vector<int64_t> shape;
-
-  bool present() const { return static_cast<const OrtValue*>(value) != nullptr; }
-};
-
-InputView ViewInput(const Ort::KernelContext& ctx, size_t index, const char* name) {
-  InputView v;
-  if (index < ctx.GetInputCount()) v.value = ctx.GetInput(index);
-  if (!v.present()) return v;
-  if (!v.value.IsTensor()) Invalid(std::string(name) + " must be a tensor");
-  const auto info = v.value.GetTensorTypeAndShapeInfo();
-  v.type = info.GetElementType();
-  v.shape = info.GetShape();
-  return v;
-}
 
 }  // namespace
 
@@ -401,32 +356,15 @@ void CutRowBlocks(int64_t rows, int64_t n, const int64_t* active, int64_t mr, in
 
 }  // namespace
 
-DynamicLearnersKernel::DynamicLearnersKernel(const OrtKernelInfo* info) {
-  const OrtApi& api = Ort::GetApi();
-  // The activation attribute (required).
-  size_t size = 0;
-  OrtStatus* status = api.KernelInfoGetAttribute_string(info, "activation", nullptr, &size);
-  if (status != nullptr) {
-    api.ReleaseStatus(status);
-    throw OpError(ORT_INVALID_ARGUMENT, std::string("DynamicLearners: the string attribute 'activation' is required: one of ") +
-                                            cpu::ActivationNames());
-  }
-  std::string name(size, '\0');
-  Ort::ThrowOnError(api.KernelInfoGetAttribute_string(info, "activation", &name[0], &size));
-  name.resize(std::strlen(name.c_str()));
-  if (!cpu::ParseActivation(name, &activation_)) {
-    throw OpError(ORT_INVALID_ARGUMENT, "DynamicLearners: activation '" + name + "' is not one of " +
-                                            cpu::ActivationNames());
-  }
-
+DynamicLearnersKernel::DynamicLearnersKernel(const OrtKernelInfo* info)
+    : activation_(dynamic_learners::ReadActivation(info)) {
   // The GEMM implementation: the best this CPU has, unless ACMTOOL_CPU_ISA asks for another
   // (avx512, avx2, generic; the tests use it to cover every micro-kernel on one machine).
   const char* isa = std::getenv("ACMTOOL_CPU_ISA");
   sgemm_ = cpu::FindSgemm(isa ? isa : "");
   if (!sgemm_) {
-    throw OpError(ORT_INVALID_ARGUMENT, std::string("DynamicLearners: ACMTOOL_CPU_ISA=") + isa +
-                                            " is not available on this CPU or in this build "
-                                            "(known: auto, avx512, avx2, generic)");
+    dynamic_learners::Invalid(std::string("ACMTOOL_CPU_ISA=") + isa +
+                              " is not available on this CPU or in this build (known: auto, avx512, avx2, generic)");
   }
 
   // How to share the work among threads: by the number of rows (auto), or always row blocks
@@ -440,8 +378,7 @@ DynamicLearnersKernel::DynamicLearnersKernel(const OrtKernelInfo* info) {
   } else if (sched == "columns") {
     schedule_ = Schedule::kColumns;
   } else {
-    throw OpError(ORT_INVALID_ARGUMENT, "DynamicLearners: ACMTOOL_CPU_SCHEDULE=" + sched +
-                                            " is not one of auto, rows, columns");
+    dynamic_learners::Invalid("ACMTOOL_CPU_SCHEDULE=" + sched + " is not one of auto, rows, columns");
   }
 
   // Prepack W1 and W2 when both are constant initializers; any surprise just skips it (the
@@ -483,54 +420,10 @@ OrtStatusPtr DynamicLearnersKernel::ComputeV2(OrtKernelContext* context) noexcep
 
 void DynamicLearnersKernel::Compute(OrtKernelContext* context) const {
   Ort::KernelContext ctx(context);
-  const InputView x = ViewInput(ctx, kX, "X");
-  const InputView k = ViewInput(ctx, kK, "K");
-  const InputView w1 = ViewInput(ctx, kW1, "W1");
-  const InputView b1 = ViewInput(ctx, kB1, "B1");
-  const InputView w2 = ViewInput(ctx, kW2, "W2");
-  const InputView b2 = ViewInput(ctx, kB2, "B2");
-
-  // ---- checks (the order and wording follow acmtool/ops/dynamic_learners.py: check_inputs)
-  if (!x.present() || !k.present() || !w1.present() || !w2.present()) {
-    Invalid("X, K, W1 and W2 are required inputs");
-  }
-  if (x.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-    Invalid("X is " + TypeName(x.type) +
-            "; the CPU kernel computes float32 (float16 and bfloat16 run on the CUDA execution provider)");
-  }
-  if (k.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64) Invalid("K must be int64; got " + TypeName(k.type));
-  for (const auto& [name, in] : {std::make_pair("W1", &w1), std::make_pair("B1", &b1), std::make_pair("W2", &w2),
-                                 std::make_pair("B2", &b2)}) {
-    if (in->present() && in->type != x.type) {
-      Invalid(std::string(name) + " is " + TypeName(in->type) + " but X is " + TypeName(x.type) +
-              "; all float inputs must share one dtype");
-    }
-  }
-  if (w1.shape.size() != 3 || w2.shape.size() != 3) {
-    Invalid("W1 and W2 must be [N, Din, h] and [N, h, Dout]; got " + ShapeString(w1.shape) + " and " +
-            ShapeString(w2.shape));
-  }
-  const int64_t n = w1.shape[0], din = w1.shape[1], h = w1.shape[2];
-  if (w2.shape[0] != n || w2.shape[1] != h) {
-    Invalid("W2 " + ShapeString(w2.shape) + " does not match W1 " + ShapeString(w1.shape) + ": expected [" +
-            std::to_string(n) + ", " + std::to_string(h) + ", Dout]");
-  }
-  const int64_t dout = w2.shape[2];
-  if (x.shape.empty() || x.shape.back() != din) {
-    Invalid("X must be [..., " + std::to_string(din) + "]; got " + ShapeString(x.shape));
-  }
-  std::vector<int64_t> lead(x.shape.begin(), x.shape.end() - 1);
-  if (k.shape != lead) {
-    Invalid("K must have X's shape without its last axis, " + ShapeString(lead) + "; got " + ShapeString(k.shape));
-  }
-  if (b1.present() && b1.shape != std::vector<int64_t>{n, h}) {
-    Invalid("B1 must be [" + std::to_string(n) + ", " + std::to_string(h) + "]; got " + ShapeString(b1.shape));
-  }
-  if (b2.present() && b2.shape != std::vector<int64_t>{dout}) {
-    Invalid("B2 must be [" + std::to_string(dout) + "]; got " + ShapeString(b2.shape));
-  }
-  int64_t tokens = 1;
-  for (int64_t d : lead) tokens *= d;
+  const dynamic_learners::Inputs in = dynamic_learners::ViewInputs(ctx);
+  const dynamic_learners::Sizes sizes = dynamic_learners::CheckInputs(in, kCpuKernel);
+  const dynamic_learners::InputView &x = in.x, &k = in.k, &w1 = in.w1, &b1 = in.b1, &w2 = in.w2, &b2 = in.b2;
+  const int64_t n = sizes.n, din = sizes.din, h = sizes.h, dout = sizes.dout, tokens = sizes.tokens;
 
   // ---- K: range check and counting sort (descending), one pass to count, one to place
   CallScratch& call = tls_call;
@@ -541,15 +434,10 @@ void DynamicLearnersKernel::Compute(OrtKernelContext* context) const {
       lo = std::min(lo, kv[t]);
       hi = std::max(hi, kv[t]);
     }
-    if (lo < 0 || hi > n) {
-      Invalid("K must lie in [0, " + std::to_string(n) + "] (N = " + std::to_string(n) +
-              " learners); got values in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    }
+    dynamic_learners::CheckKRange(lo, hi, n);
   }
 
-  std::vector<int64_t> y_shape = lead;
-  y_shape.push_back(dout);
-  Ort::UnownedValue y_value = ctx.GetOutput(0, y_shape);
+  Ort::UnownedValue y_value = ctx.GetOutput(0, sizes.y_shape);
   if (tokens == 0 || dout == 0) return;
   float* y = y_value.GetTensorMutableData<float>();
 
@@ -653,22 +541,6 @@ void DynamicLearnersKernel::Compute(OrtKernelContext* context) const {
     ScatterRows(plan, r0, r1 - r0, plan.yr);
   }
   FillRows(plan, rows, tokens);
-}
-
-OrtStatusPtr DynamicLearnersOp::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {
-  *op_kernel = nullptr;
-  return StatusOf([&] { *op_kernel = new DynamicLearnersKernel(info); });
-}
-
-ONNXTensorElementDataType DynamicLearnersOp::GetInputType(size_t index) const {
-  if (index == kX) return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  if (index == kK) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
-  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-}
-
-OrtCustomOpInputOutputCharacteristic DynamicLearnersOp::GetInputCharacteristic(size_t index) const {
-  return index == kB1 || index == kB2 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
 }
 
 }  // namespace acmtool
