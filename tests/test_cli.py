@@ -62,3 +62,9 @@ def test_usage_errors_exit_2():
     assert run("convert").exit_code == 2
     assert run("convert", "timm:test_vit", "--learners", "0").exit_code == 2
     assert run("nonsense").exit_code == 2
+
+
+def test_every_command_that_writes_a_file_has_force():
+    for c in ("convert", "export", "visualize", "bench", "eval"):
+        r = run(c, "--help")
+        assert r.exit_code == 0 and "--force" in r.output, c

@@ -1,4 +1,6 @@
 """Whole models through ONNX export, in both formats, against the PyTorch reference."""
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -91,12 +93,38 @@ def test_whole_model_export(tmp_path, build, targets, fmt):
                 np.testing.assert_allclose(got, reference(model, x).numpy(), atol=1e-4)
 
 
-def test_static_checkpoints_are_not_exported_yet(tmp_path):
+def test_large_models_keep_their_weights_beside_them(tmp_path, monkeypatch):
+    """Over the external-data threshold the weights go to NAME.acm.onnx.data, named so inside the model."""
+    from acmtool.export import onnx_export
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)  # a tiny model takes the large-model path
     model, example = vit("mlp")
-    acmtool.layers.apply_static_k(model, 0.5)
-    with pytest.raises(AcmInputError, match="static"):
-        export_onnx(model, tmp_path / "s.onnx", example)
-    assert not (tmp_path / "s.onnx").exists()
+    path = export_onnx(model, tmp_path / "big.acm.onnx", example, "standard")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.acm.onnx", "big.acm.onnx.data"]
+    proto = onnx.load(str(path), load_external_data=False)
+    assert {e.value for i in proto.graph.initializer for e in i.external_data if e.key == "location"} == \
+        {"big.acm.onnx.data"}
+    assert verify(path, model, [torch.randn(3, 3, 32, 32)], tolerance=1e-4)["passed"]  # reads the data in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.acm.onnx", "big.acm.onnx.data"]
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_a_failed_export_leaves_no_files(tmp_path, monkeypatch, external):
+    """Export fails after the model (and its data) were written: neither temporary file stays, and the
+    file that --force was to replace is untouched."""
+    from acmtool.export import onnx_export
+    if external:
+        monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    model, example = vit("mlp")
+    (tmp_path / "m.acm.onnx").write_bytes(b"previous")
+
+    def fail(path, **kw):
+        assert (Path(path).parent / "m.acm.onnx.data").is_file() == external  # the data was written
+        raise RuntimeError("checker says no")
+    monkeypatch.setattr("onnx.checker.check_model", fail)
+    with pytest.raises(RuntimeError, match="checker says no"):
+        export_onnx(model, tmp_path / "m.acm.onnx", example, "standard", force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.acm.onnx"]
+    assert (tmp_path / "m.acm.onnx").read_bytes() == b"previous"
 
 
 def test_verify_command_exit_codes(tmp_path):

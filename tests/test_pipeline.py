@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
+from tiny_run import TINY, TINY_ARGS, write_squares
 
 import acmtool
 from acmtool.errors import AcmInputError, StopRequested
@@ -17,23 +17,10 @@ from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
 from acmtool.train.options import ConvertOptions
 from acmtool.train.pipeline import convert, report_path, run_folder
 
-TINY = "timm:vit_tiny_patch16_224"
-TINY_ARGS = {"img_size": 16, "in_chans": 1, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2,
-             "num_classes": 4, "mlp_ratio": 4}
-
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    """Images whose class decides where a bright square sits: learnable, labelled, 400 samples."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 400)
-    x = rng.normal(0, 0.3, (400, 1, 16, 16)).astype(np.float32)
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 2)
-        x[i, 0, r * 8:(r + 1) * 8, col * 8:(col + 1) * 8] += 1.0
-    path = tmp_path_factory.mktemp("data") / "squares.npz"
-    np.savez(path, x=x, y=y)
-    return str(path)
+    return write_squares(tmp_path_factory.mktemp("data") / "squares.npz")
 
 
 def options(npz, out, **kw):
@@ -47,7 +34,7 @@ def test_end_to_end(tmp_path, npz):
     out = tmp_path / "tiny.acm.safetensors"
     report = convert(options(npz, out, onnx=True))
     assert out.is_file() and report_path(out).is_file() and not run_folder(out).exists()
-    assert report["onnx"] == str(tmp_path / "tiny.onnx") and (tmp_path / "tiny.onnx").is_file()
+    assert report["onnx"] == str(tmp_path / "tiny.acm.onnx") and (tmp_path / "tiny.acm.onnx").is_file()
     saved = json.loads(report_path(out).read_text())
     assert saved["budget_target"] == 0.5 and set(saved["phases"]) == {"distill", "gates", "finetune"}
     assert all(saved["phases"][p]["steps"] == 6 for p in saved["phases"])
@@ -67,12 +54,18 @@ def test_end_to_end(tmp_path, npz):
 
 
 def test_static_baseline(tmp_path, npz):
+    from acmtool.export.inputs import verification_batches
+    from acmtool.export.verify import verify
     out = tmp_path / "static.acm.safetensors"
-    report = convert(options(npz, out, static=True, budget=0.25))
+    report = convert(options(npz, out, static=True, budget=0.25, onnx=True))
     assert "gates" not in report["phases"] and report["budget_calibration"] is None
     assert report["validation"]["achieved_budget"] == pytest.approx(0.25)
     model = acmtool.load(out)
     assert all(m.forced_k == 1 for _, m in acmtool.layers.acm_modules(model))
+    # the static model exports too, beside its checkpoint, and runs in ONNX Runtime as in PyTorch
+    assert report["onnx"] == str(tmp_path / "static.acm.onnx")
+    checked = verify(report["onnx"], model, verification_batches(model, npz, 2, 8), tolerance=1e-5)
+    assert checked["passed"] and checked["static"], checked
 
 
 def test_bad_input_fails_before_work(tmp_path, npz):

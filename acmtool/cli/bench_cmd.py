@@ -26,12 +26,16 @@ from acmtool.cli.main import cli
               help="Execution provider; refused unless ONNX Runtime really runs on it. CUDA binds inputs and "
                    "outputs on the device.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
-def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, threads, provider, json_path):
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, threads, provider, json_path, force):
     """Time ONNX_MODEL in ONNX Runtime on random inputs that fit it: p50/p90/p99 latency and
     samples per second; with --baseline, both side by side and the speed-up (median over rounds
     of baseline time / model time)."""
     from acmtool.io.atomic import atomic_path
+    from acmtool.io.outputs import refuse_existing
     from acmtool.runtime.bench import BenchConfig, bench, render
+    if json_path:
+        refuse_existing([json_path], force)
     cfg = BenchConfig(batch=batch, seq=seq, warmup=warmup, iters=iters, threads=threads, provider=provider,
                       max_seconds=max_seconds)
     report = bench(onnx_model, cfg, baseline=baseline)

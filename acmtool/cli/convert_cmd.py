@@ -55,19 +55,24 @@ def default_output(model: str) -> Path:
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True,
               help="Save the run's state this often (and after each phase).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
-@click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model beside the checkpoint.")
+@click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model (NAME.acm.onnx) beside the checkpoint.")
+@click.option("--force", is_flag=True, help="Replace existing outputs (checkpoint, report, ONNX model); without it "
+                                            "convert refuses before any work.")
 def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, num_learners, targets,
                 static, labels, finetune_gates, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
-                gate_lr, finetune_lr, tau, gate_labels, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx):
+                gate_lr, finetune_lr, tau, gate_labels, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx,
+                force):
     """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
-    checkpoint. With --data and --budget the ACMs are trained to the budget; without --data they are
-    only initialised from the original weights."""
+    checkpoint, and export it to NAME.acm.onnx beside it. With --data and --budget the ACMs are trained
+    to the budget; without --data they are only initialised from the original weights. Existing
+    outputs are never replaced without --force (or, for a run's own files, --resume)."""
     out = Path(output) if output else default_output(model)
     model_kwargs = parse_model_args(model_args)
     if data is None:
         if budget is not None or static or resume:
             raise AcmInputError("--budget, --static and --resume train the ACMs and need --data")
-        return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, not no_onnx)
+        return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, not no_onnx,
+                          force)
     if budget is None:
         raise AcmInputError("--data needs --budget: the fraction of learner compute to keep, in (0, 1]")
     from acmtool.train.options import ConvertOptions
@@ -79,7 +84,7 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
         batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau, gate_labels=gate_labels,
         max_samples=max_samples, val_fraction=val_fraction, seed=seed, device=device,
-        checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx)
+        checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx, force=force)
     report = convert(opts)
     if report.get("validation"):
         from acmtool.cli.eval_cmd import render_eval
@@ -87,12 +92,14 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         click.echo(f"wrote {out} and {report_path(out)}")
 
 
-def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, onnx):
+def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, onnx, force):
     from acmtool.config import AcmConfig
     from acmtool.convert.acmize import acmize_
     from acmtool.io.checkpoint import save
+    from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing
     from acmtool.io.sources import example_inputs, load_model
     from acmtool.report import render, summary
+    refuse_existing([out] + (onnx_outputs(onnx_path(out)) if onnx else []), force)
     config = AcmConfig(num_learners=num_learners, targets=targets)
     loaded = load_model(model, weights=weights, arch=arch, trust_pickle=trust_pickle, model_kwargs=model_kwargs)
     acmize_(loaded.model, config, example_inputs=example_inputs(loaded.model, loaded.spec))
@@ -101,4 +108,4 @@ def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learne
     click.echo(f"\nwrote {out} (initialised only: train it with --budget and --data)")
     if onnx:
         from acmtool.train.pipeline import export_after_convert
-        export_after_convert(out, click.echo)
+        export_after_convert(out, click.echo, force=True)  # checked above

@@ -35,12 +35,16 @@ def render_eval(r: dict, where: str) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=2), default=None)
 @click.option("--device", default="cpu", show_default=True)
-def eval_cmd(checkpoint, data, json_path, split, batch_size, max_samples, device):
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+def eval_cmd(checkpoint, data, json_path, split, batch_size, max_samples, device, force):
     """Evaluate CHECKPOINT against its original model on DATA: accuracy for classifiers; cosine
     similarity and a frozen logistic-regression probe for embedding models; always the achieved
     budget and the whole-model FLOPs ratio."""
     from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
     from acmtool.io.atomic import atomic_path
+    from acmtool.io.outputs import refuse_existing
+    if json_path:
+        refuse_existing([json_path], force)
     report = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, max_samples=max_samples,
                                  device=device)
     click.echo(render_eval(report, f"{split} split of {data}"))

@@ -11,14 +11,21 @@ from acmtool.errors import AcmCheckFailed
 
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .onnx file to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The .onnx file to write (default: NAME.acm.onnx beside NAME.acm.safetensors).")
 @click.option("--format", "fmt", type=click.Choice(["custom-op", "standard"]), default="custom-op", show_default=True,
               help="custom-op: ai.acmtool::DynamicLearners nodes (needs the library); standard: stock ops only.")
-def export_cmd(checkpoint, output, fmt):
-    """Export CHECKPOINT to ONNX, batch and sequence axes dynamic."""
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def export_cmd(checkpoint, output, fmt, force):
+    """Export CHECKPOINT to ONNX, batch and sequence axes dynamic. A static checkpoint (convert
+    --static) exports as the narrower dense model it is, in either format: plain ONNX, no gate, no
+    custom op."""
     from acmtool.export import export_checkpoint
-    path = export_checkpoint(checkpoint, output, fmt)
-    click.echo(f"wrote {path} ({fmt})")
+    from acmtool.io.checkpoint import read_info
+    static = bool(read_info(checkpoint).get("static"))
+    path = export_checkpoint(checkpoint, output, fmt, force=force)
+    kind = "static: plain ONNX, no custom op needed" if static else fmt
+    click.echo(f"wrote {path} ({kind})")
 
 
 @cli.command("verify")

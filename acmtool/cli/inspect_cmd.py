@@ -1,4 +1,4 @@
-"""acmtool inspect CKPT: per-layer learners and FLOPs."""
+"""acmtool inspect CKPT|model.onnx: per-layer learners and FLOPs."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,15 @@ from acmtool.cli.main import cli
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_cmd(checkpoint, as_json):
     """Show each ACM of CHECKPOINT: learners, width, FLOPs per token at each k, gate FLOPs,
-    and whole-model FLOPs against the original model."""
+    and whole-model FLOPs against the original model. Given an exported .onnx model: its format,
+    its ACMs (k and width of a static one) and its DynamicLearners nodes."""
+    if checkpoint.lower().endswith(".onnx"):
+        from acmtool.export.inspect_onnx import onnx_summary, render_onnx
+        s = onnx_summary(checkpoint)
+        click.echo(json.dumps(s, indent=2) if as_json else render_onnx(s))
+        return
     from acmtool.io.checkpoint import load
+    from acmtool.layers.acm import acm_modules
     from acmtool.report import render, summary
     model = load(checkpoint)
     s = summary(model, model.acmtool_info)
@@ -23,4 +30,8 @@ def inspect_cmd(checkpoint, as_json):
     else:
         click.echo(f"{checkpoint}: {model.acmtool_info['source'].get('name') or model.acmtool_info['source'].get('class', '')}"
                    f", config {model.acmtool_info['config']}")
+        if model.acmtool_info.get("static"):
+            ks = sorted({m.forced_k for _, m in acm_modules(model)})
+            click.echo(f"static baseline at budget {model.acmtool_info.get('budget')}: every token runs k = "
+                       f"{', '.join(map(str, ks))} learners, no gate (it exports as a dense model of that width)")
         click.echo(render(s))

@@ -13,10 +13,13 @@ from acmtool.cli.main import cli
 @click.option("--layer", default="all", show_default=True,
               help="all: the mean over the image and a map per ACM; mean: only the mean; NAME: one ACM "
                    "(or the ACMs inside a module, such as blocks.0).")
-def visualize_cmd(checkpoint, image, output, layer):
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def visualize_cmd(checkpoint, image, output, layer, force):
     """Draw how many learners each patch of IMAGE runs in CHECKPOINT (a vision transformer: timm ViT
     family, Hugging Face ViT/DeiT/Dinov2), as in the ACM paper's Figure 1."""
+    from acmtool.io.outputs import refuse_existing
     from acmtool.visualize import visualize
+    refuse_existing([output], force)
     cmap = visualize(checkpoint, image, output, layer)
     gh, gw = cmap.grid
     click.echo(f"{len(cmap.layers)} ACMs on a {gh}x{gw} patch grid; mean learners per patch "

@@ -22,23 +22,23 @@ ORT_BATCH = 250
 def acm_onnx(checkpoint: Path, log=print) -> Path:
     """The custom-op export of the checkpoint: the one convert wrote beside it, or a new one."""
     from acmtool.export import export_checkpoint
-    from acmtool.train.pipeline import onnx_path
+    from acmtool.io.outputs import onnx_path
     path = onnx_path(Path(checkpoint))
     if path.is_file() and path.stat().st_mtime >= Path(checkpoint).stat().st_mtime:
         log(f"ACM model in ONNX (custom-op format): {path}, written by convert")
         return path
     log(f"== acmtool export {checkpoint} -o {path} --format custom-op")
-    return export_checkpoint(checkpoint, path, "custom-op")
+    return export_checkpoint(checkpoint, path, "custom-op", force=True)  # an older export of the demo's own
 
 
-def export_dense(model: torch.nn.Module, spec: dict, path: Path, log=print) -> Path:
+def export_dense(model: torch.nn.Module, spec: dict, path: Path, log=print, force: bool = False) -> Path:
     """The dense model through the same exporter (torch.onnx.export, dynamo=True, batch axis
     dynamic); it has no ACMs, so the graph is the plain model in stock ops."""
     from acmtool.export import export_onnx
     from acmtool.io.sources import example_inputs
     x = example_inputs(model, spec)
     x = x.repeat(2, *([1] * (x.dim() - 1)))  # batch 2: torch.export keeps a size-1 axis static
-    path = export_onnx(model.eval(), path, x, "standard")
+    path = export_onnx(model.eval(), path, x, "standard", force=force)
     log(f"dense model in ONNX: {path}")
     return path
 
@@ -98,7 +98,7 @@ def deploy(folder: Path, checkpoint: Path, weights: Path, pytorch_accuracy: Opti
     log("\n== ONNX: the ACM model with the ai.acmtool::DynamicLearners op, and the dense model")
     acm_path = acm_onnx(checkpoint, log)
     dense = load_model(MODEL, weights=str(weights), model_kwargs=MODEL_ARGS)
-    dense_path = export_dense(dense.model, dense.spec, folder / "fashion-vit-dense.onnx", log)
+    dense_path = export_dense(dense.model, dense.spec, folder / "fashion-vit-dense.onnx", log, force=True)
 
     model = load(checkpoint)
     spec = model.acmtool_info["source"]

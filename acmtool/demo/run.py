@@ -31,9 +31,10 @@ def convert_and_eval(folder: Path, weights: Path, budget: float, static: bool, l
                     if v is not False)
     log(f"\n== acmtool convert {MODEL} --weights {weights} --budget {budget} --data fashion-mnist"
         f"{' --static' if static else ''}{flags} -o {out}")
+    # the demo's folder is its own: a rerun replaces what the last one wrote there
     convert(ConvertOptions(model=MODEL, weights=str(weights), model_args=MODEL_ARGS, budget=budget,
                            data="fashion-mnist", output=str(out), static=static,
-                           resume=run_folder(out).exists(), seed=seed, **{**PHASES, **options}))
+                           resume=run_folder(out).exists(), seed=seed, force=True, **{**PHASES, **options}))
     log(f"== acmtool eval {out} --data fashion-mnist --split test")
     return evaluate_checkpoint(out, "fashion-mnist", split="test")
 

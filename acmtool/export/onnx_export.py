@@ -1,8 +1,10 @@
 """Export an ACM model to ONNX: `custom-op` (one ai.acmtool::DynamicLearners node per ACM, the gate
-in stock ops) or `standard` (the same computation with stock ops only, for any runtime)."""
+in stock ops) or `standard` (the same computation with stock ops only, for any runtime). A static
+model (fixed k) exports as plain dense ONNX in either format (acmtool.export.static)."""
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +13,16 @@ import torch.nn as nn
 
 from acmtool.errors import AcmInputError
 from acmtool.export.schema import DOMAIN, OP_TYPE, VERSION, register_schema
-from acmtool.io.atomic import atomic_path
+from acmtool.export.static import sliced, static_acms
+from acmtool.io.atomic import atomic_files
+from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing
 from acmtool.layers.acm import acm_modules
 
 FORMATS = ("custom-op", "standard")
 OPSET = 18
-EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GB limit, with room for the graph
+# weights beside the model (NAME.acm.onnx.data) above this: protobuf stops at 2 GB, and torch's own
+# threshold (1.5 GiB) must not decide first
+EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
 class MainOutput(nn.Module):
@@ -81,44 +87,63 @@ def dynamic_shapes_for(inputs) -> object:
     return {"args": (axes(inputs),)}
 
 
-def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op") -> Path:
-    """Write `path` atomically; returns it. The exported graph passes onnx.checker."""
+def _initializer_bytes(ir_model) -> int:
+    return sum(v.const_value.nbytes for v in ir_model.graph.initializers.values() if v.const_value is not None)
+
+
+def _metadata(model: nn.Module, fmt: str, static: dict) -> dict:
+    """What `acmtool inspect` reads back from the ONNX file: the ACMs and how they were exported."""
+    from acmtool.cost import acm_rows
+    acms = [{k: r[k] for k in ("module", "kind", "num_learners", "learner_width", "in_features", "out_features",
+                               "min_k", "activation")} | ({"k": static[r["module"]]} if r["module"] in static else {})
+            for r in acm_rows(model)]
+    return {"acmtool.format": fmt, "acmtool.static": json.dumps(bool(static)), "acmtool.acms": json.dumps(acms)}
+
+
+def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", force: bool = False) -> Path:
+    """Write `path` (and, for a model over EXTERNAL_DATA_BYTES, `path`.data beside it) atomically;
+    returns it. Refuses to replace an existing file unless force. The graph passes onnx.checker.
+
+    ACMs that run a fixed k (a static checkpoint) export as the dense MLPs they are, with their first
+    k learners' weights: plain ONNX in both formats, no gate, no custom op."""
     import onnx
     if fmt not in FORMATS:
         raise AcmInputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    path = Path(path)
+    refuse_existing(onnx_outputs(path), force)
     if example_inputs is None:
         raise AcmInputError("no example input is known for this model, so it cannot be traced for export")
-    if any(m.forced_k is not None for _, m in acm_modules(model)):
-        raise AcmInputError("a static (fixed-k) model exports as a dense model with fewer learners; "
-                            "export of static checkpoints is not supported yet")
     model = model.eval()
+    static = static_acms(model)
     names = list(example_inputs) if isinstance(example_inputs, dict) else None
     wrapped = MainOutput(model, names).eval()
     args = tuple(example_inputs.values()) if names else (example_inputs,)
-    with use_impl(model, "grouped" if fmt == "custom-op" else "masked"), torch.no_grad():
+    with use_impl(model, "grouped" if fmt == "custom-op" else "masked"), sliced(wrapped), torch.no_grad():
         program = torch.onnx.export(
             wrapped, args, dynamo=True, opset_version=OPSET, input_names=names or ["input"],
             custom_translation_table=_translation() if fmt == "custom-op" else None,
             dynamic_shapes=dynamic_shapes_for(example_inputs), optimize=True, verbose=False)
     program.model.graph.outputs[0].name = "output"
-    path = Path(path)
-    big = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
-    with atomic_path(path, suffix=".onnx") as tmp:
-        if big:  # weights beside the file, named after the final path
-            program.save(str(tmp), external_data=True)
-        else:
-            program.save(str(tmp))
+    program.model.metadata_props.update(_metadata(model, fmt, static))
+    big = _initializer_bytes(program.model) > EXTERNAL_DATA_BYTES
+    with atomic_files(path) as folder:  # the data file is named after the final path, and moves with it
+        tmp = folder / path.name
+        program.save(str(tmp), external_data=big)
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
 
 
-def export_checkpoint(checkpoint, path, fmt: str = "custom-op") -> Path:
+def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool = False) -> Path:
+    """Export an ACM checkpoint; `path` defaults to NAME.acm.onnx beside it. An existing output is
+    refused (unless force) before the checkpoint is loaded."""
     from acmtool.io.checkpoint import load
     from acmtool.io.sources import example_inputs
+    path = Path(path) if path is not None else onnx_path(checkpoint)
+    refuse_existing(onnx_outputs(path), force)
     model = load(checkpoint)
     inputs = example_inputs(model, model.acmtool_info["source"])
     if isinstance(inputs, torch.Tensor) and inputs.shape[0] == 1:
         inputs = inputs.repeat(2, *([1] * (inputs.dim() - 1)))  # batch 2: torch.export keeps 1 static
     elif isinstance(inputs, dict):
         inputs = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
-    return export_onnx(model, path, inputs, fmt)
+    return export_onnx(model, path, inputs, fmt, force=force)

@@ -2,12 +2,14 @@
 
 The reference replays the k that ONNX Runtime's gates chose (read from the graph), so that the
 output difference measures the kernels and not a gate flipping on a near tie; the agreement of
-the gates' own choices and of top-1 is reported beside it.
+the gates' own choices and of top-1 is reported beside it. A static model has no gate to read: its
+export is the narrower dense model, compared as it runs.
 """
 from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from acmtool.export.schema import DOMAIN, OP_TYPE
+from acmtool.export.static import static_acms
 from acmtool.io.call import run_model
 from acmtool.layers.acm import acm_modules
 
@@ -65,17 +68,33 @@ def _numpy_inputs(inputs, session) -> dict:
     return {names[0]: inputs.numpy()}
 
 
+@contextlib.contextmanager
+def _probe_path(proto, onnx_path: Path):
+    """Where to save the model with K as outputs: a temporary folder, or, when its weights are
+    external data (models over 2 GB), a hidden file beside the original, so that the data file's
+    relative location still resolves (ONNX Runtime refuses links out of the model's folder)."""
+    if any(t.external_data for t in proto.graph.initializer):
+        fd, tmp = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".verify.onnx", dir=onnx_path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+        finally:
+            os.unlink(tmp)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp) / "with_k.onnx"
+
+
 def verify(onnx_path, model, batches: list, tolerance: float = 1e-4, providers=None) -> dict:
     import onnx
     from acmtool.runtime.session import session
     from acmtool.export.onnx_export import MainOutput, use_impl
     acms = dict(acm_modules(model))
-    proto = onnx.load(str(onnx_path))
+    proto = onnx.load(str(onnx_path), load_external_data=False)  # a model over 2 GB stays in two files
     ks = k_tensors(proto, list(acms))
     for name, (value, _) in ks.items():
         proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = Path(tmp) / "with_k.onnx"
+    with _probe_path(proto, Path(onnx_path)) as probe:
         onnx.save(proto, str(probe))
         sess = session(probe, providers=providers)
         wrapped = MainOutput(model).eval()
@@ -103,13 +122,16 @@ def verify(onnx_path, model, batches: list, tolerance: float = 1e-4, providers=N
     return {"max_abs_diff": max_diff, "tolerance": tolerance, "passed": max_diff <= tolerance,
             "k_found": len(ks), "acms": len(acms), "k_agreement": k_same / k_total if k_total else None,
             "top1_agreement": top1_same / top1_total if top1_total else None, "batches": len(batches),
-            "provider": sess.get_providers()[0]}
+            "provider": sess.get_providers()[0], "static": bool(static_acms(model))}
 
 
 def verify_line(report: dict) -> str:
     """The line `acmtool verify` prints."""
     k = f"{100 * report['k_agreement']:.3f} %" if report["k_agreement"] is not None else "n/a"
+    gates = f"K agreement {k} over {report['k_found']}/{report['acms']} ACMs"
+    if report.get("static"):
+        gates = f"static model: every ACM runs a fixed k ({report['acms']} ACMs), no gate to compare"
     top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
     return (f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
-            f"(tolerance {report['tolerance']:g}); K agreement {k} over {report['k_found']}/{report['acms']} ACMs; "
+            f"(tolerance {report['tolerance']:g}); {gates}; "
             f"top-1 agreement {top1}")

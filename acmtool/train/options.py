@@ -57,6 +57,7 @@ class ConvertOptions:
     resume: bool = False
     workers: int = 0
     onnx: bool = True  # export the ONNX model beside the checkpoint
+    force: bool = False  # replace existing outputs (checkpoint, report, ONNX); --resume replaces its own
 
     def __post_init__(self):
         if not 0 < self.budget <= 1:
@@ -78,4 +79,7 @@ class ConvertOptions:
             raise AcmInputError("--max-steps must be positive")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The run's options as --resume compares them; --force says how to write, not what to train."""
+        d = dataclasses.asdict(self)
+        del d["force"]
+        return d

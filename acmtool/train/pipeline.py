@@ -23,6 +23,7 @@ from acmtool.errors import AcmInputError, StopRequested
 from acmtool.io.atomic import atomic_path
 from acmtool.io.call import main_output, run_model
 from acmtool.io.checkpoint import save
+from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing, report_path
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
 from acmtool.layers.control import apply_static_k
@@ -80,6 +81,10 @@ class Pipeline:
             print(msg, flush=True)
 
     # --- set-up ----------------------------------------------------------------------------
+    def outputs(self) -> list:
+        """Every file the run writes: checkpoint, report, and the ONNX model and its external data."""
+        return [self.out, report_path(self.out)] + (onnx_outputs(onnx_path(self.out)) if self.opts.onnx else [])
+
     def prepare(self) -> None:
         from acmtool.data import load_data
         o = self.opts
@@ -88,6 +93,8 @@ class Pipeline:
         if not o.resume and self.run.exists():
             raise AcmInputError(f"an interrupted run is in {self.run.folder}: pass --resume to continue it, or "
                                 f"delete that folder to start again")
+        if not o.resume:  # a resumed run may replace its own files (written before it was stopped)
+            refuse_existing(self.outputs(), o.force)
         loaded = load_model(o.model, weights=o.weights, arch=o.arch, trust_pickle=o.trust_pickle,
                             model_kwargs=o.model_args)
         self.spec = loaded.spec
@@ -299,39 +306,42 @@ class Pipeline:
                 "validation": validation, "wall_time_s": time.time() - self.started}
 
     def write(self, report: dict) -> None:
+        o = self.opts
+        if not (o.force or o.resume):
+            self._refuse_new_files()
         info = self.student.acmtool_info
-        info["budget"] = self.opts.budget
-        info["static"] = self.opts.static
+        info["budget"] = o.budget
+        info["static"] = o.static
         info["report"] = report
         save(self.student.cpu(), self.out, source=self.spec)
-        if self.opts.onnx and not self.opts.static:
-            report["onnx"] = export_after_convert(self.out, self.log)
+        if o.onnx:  # replaces only what this run may replace: checked above and up front
+            report["onnx"] = export_after_convert(self.out, self.log, force=True)
         with atomic_path(report_path(self.out)) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         shutil.rmtree(self.run.folder, ignore_errors=True)
 
+    def _refuse_new_files(self) -> None:
+        """A file that appeared at an output path while the run trained is not replaced either; the
+        trained run stays on disk so that nothing is lost."""
+        for p in self.outputs():
+            if p.exists() or p.is_symlink():
+                raise AcmInputError(f"{p} appeared while this run trained and was not replaced; the trained run is "
+                                    f"kept in {self.run.folder}: move {p} away (or keep it and let the run replace "
+                                    f"it) and rerun the same command with --resume")
 
-def onnx_path(output: Path) -> Path:
-    name = output.name.removesuffix(".safetensors").removesuffix(".acm")
-    return output.with_name(name + ".onnx")
 
-
-def export_after_convert(output: Path, log) -> Optional[str]:
-    """The ONNX model beside the checkpoint; a model that does not export keeps its checkpoint."""
+def export_after_convert(output: Path, log, force: bool = False) -> Optional[str]:
+    """The ONNX model beside the checkpoint (NAME.acm.onnx); a model that does not export keeps its
+    checkpoint. Static models export too, as the narrower dense model they are."""
     from acmtool.export import export_checkpoint
     try:
-        path = export_checkpoint(output, onnx_path(output))
+        path = export_checkpoint(output, onnx_path(output), force=force)
     except Exception as e:  # export failures must not cost the trained checkpoint
         log(f"acmtool: ONNX export failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
             f"the checkpoint is saved: retry with acmtool export {output} -o {onnx_path(output)}")
         return None
     log(f"wrote {path}")
     return str(path)
-
-
-def report_path(output: Path) -> Path:
-    name = output.name.removesuffix(".safetensors").removesuffix(".acm")
-    return output.with_name(name + ".report.json")
 
 
 def convert(opts: ConvertOptions) -> dict:
