@@ -2,11 +2,10 @@
 
 Both models see the same 10k images, so what decides whether a difference is real is how many
 images one gets right and the other wrong (McNemar): sigma = sqrt(a_only + b_only - (a_only -
-b_only)^2 / n) / n. Far smaller than the +-0.35 points of one accuracy on its own.
+b_only)^2 / n) / n. Far smaller than the +-0.35 points of one accuracy on its own. The formula
+lives in acmtool.train.paired (acmtool eval --baseline reports it too).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -14,6 +13,7 @@ from acmtool.data.length_batches import eval_loader
 from acmtool.io.checkpoint import load
 from acmtool.io.sources import load_original
 from acmtool.train.evaluate import collect
+from acmtool.train.paired import paired_accuracy_difference
 
 
 def correct(path, data: str, split: str = "test") -> torch.Tensor:
@@ -30,9 +30,6 @@ def correct(path, data: str, split: str = "test") -> torch.Tensor:
 
 
 def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict:
-    """acc(a) - acc(b), its standard error, and the images only one of them gets right."""
-    n = len(a)
-    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
-    diff = (a_only - b_only) / n
-    sigma = math.sqrt(max(a_only + b_only - (a_only - b_only) ** 2 / n, 0.0)) / n
-    return {"diff": diff, "sigma": sigma, "a_only": a_only, "b_only": b_only, "n": n}
+    """acc(a) - acc(b), its standard error (as "sigma" and "se"), and the images only one of them gets right."""
+    r = paired_accuracy_difference(a, b)
+    return {**r, "sigma": r["se"]}

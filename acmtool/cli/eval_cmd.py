@@ -1,28 +1,91 @@
-"""acmtool eval CKPT --data DATA: the task metric, the achieved budget, the FLOPs ratio."""
+"""acmtool eval CKPT --data DATA [--baseline OTHER]: the task metric, each difference with its paired
+standard error, the achieved budget, the FLOPs ratio."""
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import click
 
 from acmtool.cli.main import cli
 
+FEW_SAMPLES = 1000  # below this, differences of a point or so are hard to tell from noise (DESIGN.md)
 
-def render_eval(r: dict, where: str) -> str:
-    lines = [f"On the {where}:"]
-    if r.get("task") == "classification":
+# vs_original / vs_baseline key -> how the line names it; accuracies are fractions, shown in points
+DIFFERENCES = {"accuracy": "accuracy", "dropin_probe": "drop-in probe", "refit_probe": "refit probe",
+               "cosine": "mean cosine"}
+
+
+def model_name(r: dict) -> str:
+    return "static" if r.get("static") else "ACM"
+
+
+def render_difference(key: str, d: dict, a: str, b: str) -> str:
+    """`drop-in probe: ACM - static +1.23 +- 0.40 points (n = 1600)`; cosine as it is."""
+    if key == "cosine":
+        se = "?" if d["se"] is None else f"{d['se']:.4f}"
+        return f"{DIFFERENCES[key]}: {a} - {b} {d['diff']:+.4f} +- {se} (n = {d['n']})"
+    return f"{DIFFERENCES[key]}: {a} - {b} {100 * d['diff']:+.2f} +- {100 * d['se']:.2f} points (n = {d['n']})"
+
+
+def render_differences(diffs: dict, a: str, b: str, indent: str = "  ") -> list:
+    return [indent + render_difference(k, diffs[k], a, b) for k in DIFFERENCES if k in diffs]
+
+
+def few_samples_warning(n: Optional[int]) -> Optional[str]:
+    if not n or n >= FEW_SAMPLES:
+        return None
+    return (f"warning: only {n} evaluation samples; differences of a point or two on so few are hard to tell from "
+            f"noise (use {FEW_SAMPLES} or more)")
+
+
+def render_eval(r: dict, where: str, name: Optional[str] = None, warn: bool = True) -> str:
+    name = name or model_name(r)
+    n = r.get("eval_samples")
+    lines = [f"On the {where}" + (f" ({n} samples):" if n is not None else ":")]
+    if n == 0:
+        lines.append("  no samples to evaluate on")
+    elif r.get("task") == "classification":
         if "teacher_accuracy" in r:
-            lines.append(f"  accuracy: original {100 * r['teacher_accuracy']:.2f} %, ACM {100 * r['student_accuracy']:.2f} %")
+            lines.append(f"  accuracy: original {100 * r['teacher_accuracy']:.2f} %, {name} "
+                         f"{100 * r['student_accuracy']:.2f} %")
         lines.append(f"  top-1 agreement with the original: {100 * r['top1_agreement']:.2f} %")
     else:
         lines.append(f"  cosine similarity to the original's embeddings: mean {r['mean_cosine']:.4f}, "
                      f"min {r['min_cosine']:.4f}")
         if "teacher_probe_accuracy" in r:
-            lines.append(f"  frozen-probe accuracy: original {100 * r['teacher_probe_accuracy']:.2f} %, "
-                         f"ACM {100 * r['student_probe_accuracy']:.2f} %")
+            lines.append(f"  drop-in probe accuracy (fitted on the original's features): original "
+                         f"{100 * r['teacher_probe_accuracy']:.2f} %, {name} {100 * r['student_probe_accuracy']:.2f} %")
+        if "refit_probe_accuracy" in r:
+            lines.append(f"  refit probe accuracy (fitted on each model's own features): original "
+                         f"{100 * r['teacher_refit_probe_accuracy']:.2f} %, "
+                         f"{name} {100 * r['refit_probe_accuracy']:.2f} %")
+    lines += render_differences(r.get("vs_original") or {}, name, "original")
     lines.append(f"  achieved budget {r['achieved_budget']:.4f}")
     if r.get("flops"):
         lines.append(f"  whole-model FLOPs {r['flops']['ratio']:.3f} x the original (gates included)")
+    warning = few_samples_warning(n) if warn else None
+    if warning:
+        lines.append(f"  {warning}")
+    return "\n".join(lines)
+
+
+def baseline_name(r: dict, base: dict) -> str:
+    b = model_name(base)
+    return "baseline" if b == model_name(r) else b
+
+
+def render_with_baseline(r: dict, where: str) -> str:
+    """Both models' figures, then this model - the baseline on the same samples."""
+    a, base = model_name(r), r["baseline"]
+    b = baseline_name(r, base)
+    lines = [f"{a}: {r['checkpoint']}", render_eval(r, where, a, warn=False), "",
+             f"{b}: {base['checkpoint']}", render_eval(base, where, b, warn=False), "",
+             f"{a} - {b}, on the same samples:"]
+    lines += render_differences(r.get("vs_baseline") or {}, a, b)
+    warning = few_samples_warning(r.get("eval_samples"))
+    if warning:
+        lines.append(warning)
     return "\n".join(lines)
 
 
@@ -32,22 +95,27 @@ def render_eval(r: dict, where: str) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
               help="The validation split (as convert made it) or the dataset's test set, where it has one.")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="Another checkpoint of the same original model (e.g. the --static one): evaluated on the same "
+                   "samples, with CHECKPOINT - baseline and its paired standard error.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=2), default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
-def eval_cmd(checkpoint, data, json_path, split, batch_size, max_samples, device, force):
+def eval_cmd(checkpoint, data, json_path, split, baseline, batch_size, max_samples, device, force):
     """Evaluate CHECKPOINT against its original model on DATA: accuracy for classifiers; cosine
-    similarity and a frozen logistic-regression probe for embedding models; always the achieved
-    budget and the whole-model FLOPs ratio."""
-    from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
+    similarity, the drop-in probe (a logistic regression fitted on the original's features) and a
+    refit probe (fitted on the model's own) for embedding models; each difference with its paired
+    standard error; always the achieved budget and the whole-model FLOPs ratio."""
     from acmtool.io.atomic import atomic_path
     from acmtool.io.outputs import refuse_existing
+    from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
     if json_path:
         refuse_existing([json_path], force)
     report = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, max_samples=max_samples,
-                                 device=device)
-    click.echo(render_eval(report, f"{split} split of {data}"))
+                                 device=device, baseline=baseline)
+    where = f"{split} split of {data}"
+    click.echo(render_with_baseline(report, where) if baseline else render_eval(report, where))
     if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(report, indent=2))

@@ -1,6 +1,9 @@
-"""Evaluate a saved ACM checkpoint against its original model, on the split that convert used."""
+"""Evaluate a saved ACM checkpoint against its original model, on the split that convert used;
+optionally against a baseline checkpoint of the same original, on the same samples."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -9,19 +12,75 @@ from acmtool.data.length_batches import eval_loader
 from acmtool.errors import AcmInputError
 from acmtool.io.checkpoint import load
 from acmtool.io.sources import load_original
-from acmtool.train.evaluate import evaluate
+from acmtool.train.evaluate import compare, evaluate
+
+SPLIT_OPTIONS = {"seed": 0, "val_fraction": 0.1, "max_samples": None}
+
+
+def split_options(info: dict) -> dict:
+    """The options that decided the conversion's train/val split (and subset)."""
+    opts = dict(SPLIT_OPTIONS)
+    opts.update({k: v for k, v in ((info.get("report") or {}).get("options") or {}).items() if k in opts})
+    return opts
+
+
+def _identity(spec: dict) -> str:
+    """What makes two sources the same original: the spec, with a weights file known by its digest
+    rather than by where it lies."""
+    spec = dict(spec)
+    if spec.get("weights_sha256"):
+        spec.pop("weights", None)
+    if spec.get("kind") == "file":
+        spec.pop("path", None)
+    return json.dumps(spec, sort_keys=True)
+
+
+def _describe(spec: dict) -> str:
+    kind = spec.get("kind")
+    name = {"timm": f"timm:{spec.get('name')}", "hf": f"{spec.get('class')} in {spec.get('path')}",
+            "file": str(spec.get("path")), "user": str(spec.get("class"))}.get(kind, str(kind))
+    if spec.get("weights"):
+        name += f" with weights {Path(spec['weights']).name}"
+    return name
+
+
+def check_same_original(path, info: dict, baseline, base_info: dict) -> None:
+    a, b = info.get("source") or {}, base_info.get("source") or {}
+    if _identity(a) != _identity(b):
+        da, db = _describe(a), _describe(b)
+        how = f"{da} vs {db}" if da != db else f"{da}, with other settings or weights"
+        raise AcmInputError(f"--baseline: {baseline} was converted from another original model than {path} ({how}); "
+                            f"a paired comparison needs two conversions of the same model")
+
+
+def check_same_split(path, info: dict, baseline, base_info: dict, max_samples: Optional[int]) -> None:
+    """On the validation split both models must have been held out from the same samples."""
+    a, b = split_options(info), split_options(base_info)
+    if max_samples is not None:  # an explicit cap applies to both
+        a["max_samples"] = b["max_samples"] = max_samples
+    if a != b:
+        diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
+        raise AcmInputError(f"--baseline: {path} and {baseline} were converted with different data splits ({diff}), "
+                            f"so each one's validation samples may be the other's training data; use --split test")
 
 
 def evaluate_checkpoint(path, data: str, split: str = "val", batch_size: int = 64,
-                        max_samples: Optional[int] = None, device: str = "cpu") -> dict:
+                        max_samples: Optional[int] = None, device: str = "cpu", baseline=None) -> dict:
+    """The report of `acmtool eval`. With a baseline checkpoint (same original model), it is
+    evaluated on the same samples, the original run once for both: report["baseline"] holds its
+    report and report["vs_baseline"] the paired differences (this checkpoint - the baseline)."""
     from acmtool.data import load_data
     student = load(path)
     info = student.acmtool_info
+    other = None
+    if baseline is not None:
+        other = load(baseline)
+        check_same_original(path, info, baseline, other.acmtool_info)
+        if split == "val":
+            check_same_split(path, info, baseline, other.acmtool_info, max_samples)
     teacher = load_original(info["source"]).eval()
-    trained = (info.get("report") or {})
     # the same split as the conversion: same seed and validation fraction, same subset
-    opts = {"seed": 0, "val_fraction": 0.1, "max_samples": None}
-    opts.update({k: v for k, v in (trained.get("options") or {}).items() if k in opts})
+    opts = split_options(info)
     if max_samples is not None:
         opts["max_samples"] = max_samples
     task = load_data(data, teacher, info["source"], **opts)
@@ -34,7 +93,15 @@ def evaluate_checkpoint(path, data: str, split: str = "val", batch_size: int = 6
     dev = torch.device(device)
     loader = eval_loader(dataset, batch_size, task.collate, task.kind)
     probe = eval_loader(task.train, batch_size, task.collate, task.kind) if task.num_classes else None
-    report, _ = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe)
+    report, ev = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe)
     report.update(checkpoint=str(path), data=data, split=split, static=bool(info.get("static")),
                   budget_target=info.get("budget"))
+    if other is not None:
+        base_info = other.acmtool_info
+        base, base_ev = evaluate(other.to(dev), teacher, loader, dev, base_info.get("flops_profile"),
+                                 probe_loader=probe, original=ev.original)
+        base.update(checkpoint=str(baseline), data=data, split=split, static=bool(base_info.get("static")),
+                    budget_target=base_info.get("budget"))
+        report["baseline"] = base
+        report["vs_baseline"] = compare(ev.samples, base_ev.samples)
     return report
