@@ -62,8 +62,13 @@ def budget_report(model: nn.Module, hist: dict, profile: Optional[dict]) -> dict
         mk = float((h * torch.arange(len(h))).sum()) / total
         mean_k[name] = mk
         tokens[acm_site_path(name)] = total
-        layers[name] = {"mean_k": mk, "budget": mk / m.num_learners, "histogram": h.tolist()}
+        layers[name] = {"mean_k": mk, "budget": mk / m.num_learners, "histogram": h.tolist(),
+                        "k0_share": float(h[0]) / total}
     out = {"achieved_budget": budget(model, mean_k, tokens), "per_layer": layers}
+    # how often a gate says "this token needs none of this block" (MLPs only: projections keep k >= 1)
+    k0 = [(int(hist[n][0]), int(hist[n].sum())) for n, m in acm_modules(model) if m.min_k == 0 and n in layers]
+    if k0:
+        out["k0_share"] = sum(a for a, _ in k0) / max(sum(b for _, b in k0), 1)
     if profile:
         out["flops"] = model_flops(model, profile, mean_k)
     return out
