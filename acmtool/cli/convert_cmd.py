@@ -46,8 +46,8 @@ def default_output(model: str) -> Path:
 @click.option("--gate-labels", type=click.Choice(list(GATE_LABELS)), default="auto", show_default=True,
               help="Gate pre-training labels. loss: the oracle allocation at the budget over every block, each "
                    "error weighed by what it costs the output; budget: the same per block, errors relative to "
-                   "each token's output; tau: the paper's rule; auto: loss for classifiers, budget for "
-                   "embedding models.")
+                   "each token's output; tau: the paper's rule; auto: loss (classifiers and embedding models "
+                   "alike).")
 @click.option("--max-samples", type=click.IntRange(min=2), default=None, help="Use a seeded subset of the data.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

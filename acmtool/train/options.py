@@ -43,7 +43,7 @@ class ConvertOptions:
     tau: float = 0.83
     # "loss": oracle allocation at the budget, errors weighed by what they cost the output;
     # "budget": the same per block, errors relative to each token's output; "tau": DESIGN.md's rule;
-    # "auto": loss for classifiers, budget for embedding models
+    # "auto": loss (errors weighed by what they cost the output, one allocation over every block)
     gate_labels: str = "auto"
     gumbel_tau: float = 0.8
     budget_weight: float = 0.1
