@@ -126,6 +126,7 @@ def test_protocol_4_names_and_calls_are_seen(tmp_path):
     b"\x80\x02",                             # truncated stream
     b"\x80\x02R.",                           # REDUCE on an empty stack
     b"\x80\x02h\x05.",                       # a memo entry never written
+    b"\x80\x02(q\x00h\x00.",                # a mark stored in the memo and read back as a value
     b"\x80\x02cos\nsystem\n(X\x02\x00\x00\x00lsto.",  # OBJ: a class call torch.save never writes
 ])
 def test_unreadable_streams_are_refused(tmp_path, pkl):

@@ -123,8 +123,10 @@ def _python3_name(module: str, name: str) -> str:
 
 
 def _top(stack: list):
-    if not stack:
-        raise UnreadablePickle("the pickle reads an empty stack")
+    # a mark is not a value: torch's loader keeps marks apart from the stack, so a pickle that
+    # stores or copies one would be read differently by this scan than by the loader
+    if not stack or stack[-1] is _MARK:
+        raise UnreadablePickle("the pickle reads an empty stack or a mark as a value")
     return stack[-1]
 
 
