@@ -1,14 +1,13 @@
 """The ACM checkpoint: round trips, atomic writes, refusal of damaged or mismatched files."""
-import json
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 import acmtool
 from acmtool.errors import AcmInputError
 from acmtool.io.sources import example_inputs, load_model
+from checkpoint_edits import rewrite
 
 
 def converted(targets="mlp"):
@@ -63,32 +62,17 @@ def test_save_needs_a_converted_model(tmp_path):
         acmtool.save(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
 
 
-def rewrite(src, dst, info_edit=None, tensor_edit=None, meta_edit=None):
-    with safe_open(str(src), "pt") as f:
-        meta = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if info_edit:
-        info = json.loads(meta["info"])
-        info_edit(info)
-        meta["info"] = json.dumps(info)
-    if meta_edit:
-        meta_edit(meta)
-    if tensor_edit:
-        tensor_edit(tensors)
-    save_file(tensors, dst, metadata=meta)
-
-
 def test_refuses_mismatched_or_damaged_checkpoints(tmp_path):
     loaded = converted()
     good = acmtool.save(loaded.model, tmp_path / "good.acm.safetensors", source=loaded.spec)
     cases = {
-        "learners.safetensors": (dict(info_edit=lambda i: i["config"].update(num_learners=2)), "do not match"),
-        "targets.safetensors": (dict(info_edit=lambda i: i["config"].update(targets="mlp+attn")), "does not match"),
-        "missing.safetensors": (dict(tensor_edit=lambda t: t.pop("blocks.0.mlp.w1")), "do not match"),
-        "shape.safetensors": (dict(tensor_edit=lambda t: t.update({"blocks.0.mlp.b2": torch.zeros(3)})),
+        "learners.safetensors": (dict(info=lambda i: i["config"].update(num_learners=2)), "do not match"),
+        "targets.safetensors": (dict(info=lambda i: i["config"].update(targets="mlp+attn")), "does not match"),
+        "missing.safetensors": (dict(tensors=lambda t: t.pop("blocks.0.mlp.w1")), "do not match"),
+        "shape.safetensors": (dict(tensors=lambda t: t.update({"blocks.0.mlp.b2": torch.zeros(3)})),
                               "do not match"),
-        "version.safetensors": (dict(meta_edit=lambda m: m.update(format_version="99")), "format"),
-        "info.safetensors": (dict(meta_edit=lambda m: m.update(info="{not json")), "damaged"),
+        "version.safetensors": (dict(meta=lambda m: m.update(format_version="99")), "format"),
+        "info.safetensors": (dict(meta=lambda m: m.update(info="{not json")), "damaged"),
     }
     for name, (edit, message) in cases.items():
         rewrite(good, tmp_path / name, **edit)

@@ -4,18 +4,16 @@ Each case edits a good checkpoint's metadata or tensors the way a damaged or mal
 The checkpoint is opened through `acmtool inspect` (and a few through export and eval), in process
 with click's runner so that an escaping exception fails the test instead of printing a traceback.
 """
-import json
 import math
 
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 import acmtool
 from acmtool.cli.main import cli
 from acmtool.io.sources import example_inputs, load_model, user_spec
+from checkpoint_edits import rewrite
 
 BIG = 10 ** 6
 
@@ -163,21 +161,6 @@ def goods(tmp_path_factory):
     return {"timm": _timm_good(folder), "hf": _hf_good(folder), "file": _file_good(folder, tiny_vit)}
 
 
-def _rewrite(src, dst, info=None, meta=None, tensors=None):
-    with safe_open(str(src), "pt") as f:
-        metadata = dict(f.metadata())
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    if info:
-        d = json.loads(metadata["info"])
-        info(d)
-        metadata["info"] = json.dumps(d)
-    if meta:
-        meta(metadata)
-    if tensors:
-        tensors(state)
-    save_file(state, dst, metadata=metadata)
-
-
 def _one_line_exit_2(args, fragment):
     result = CliRunner().invoke(cli, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), \
@@ -198,7 +181,7 @@ def test_the_corpus_is_large_enough():
 def test_hostile_checkpoint_is_one_line_exit_2(goods, tmp_path, case):
     base, edit, fragment = CASES[case]
     bad = tmp_path / f"{case}.acm.safetensors"
-    _rewrite(goods[base], bad, **edit)
+    rewrite(goods[base], bad, **edit)
     _one_line_exit_2(["inspect", str(bad)], fragment)
 
 
@@ -206,7 +189,7 @@ def test_hostile_checkpoint_is_one_line_exit_2(goods, tmp_path, case):
 def test_hostile_checkpoint_writes_no_onnx(goods, tmp_path, case):
     base, edit, fragment = CASES[case]
     bad = tmp_path / f"{case}.acm.safetensors"
-    _rewrite(goods[base], bad, **edit)
+    rewrite(goods[base], bad, **edit)
     out = tmp_path / "out.onnx"
     _one_line_exit_2(["export", str(bad), "-o", str(out)], fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]
