@@ -1,6 +1,6 @@
 """One entry point for acmtool's benchmarks.
 
-    python -m benchmarks run [--quick] [--accuracy] [--skip-ops] [--skip-models] [--threads T] [--out DIR]
+    python -m benchmarks run [--quick] [--accuracy] [--skip-ops] [--skip-models] [--threads T] [--out DIR] [--work DIR]
 
 1. operator level (benchmarks.ops): DynamicLearners vs the dense MLP and the standard-ops graph in
    ONNX Runtime, and PyTorch grouped/naive vs dense, over budgets and token counts; CPU, and CUDA
@@ -8,7 +8,10 @@
 2. model level (benchmarks.models): dense ONNX vs ACM ONNX end-to-end in ONNX Runtime, p50/p90/p99
    and throughput, next to the whole-model FLOPs ratio.
 3. accuracy against compute (benchmarks.pareto): from the latest accuracy_fashion / accuracy_minilm
-   JSON in the results folder (rerun first only with --accuracy); a table and a PNG.
+   JSON in the results folder (--accuracy reruns accuracy_fashion first); a table and a PNG.
+4. accuracy against measured latency (benchmarks.pareto_latency): dense, static (plain ONNX) and
+   ACM (custom op) on real held-out batches at batch 1 and 8, with paired standard errors, from the
+   checkpoints in --work (converted first only with --accuracy); a table and a PNG.
 
 JSON and CSV per part go to benchmarks/results/ with the machine's tag in the name. A full run
 into benchmarks/results/ also rewrites the README's tables between its `benchmarks:` markers
@@ -102,10 +105,9 @@ def run_models(a, suffix: str) -> dict:
 def run_accuracy(a) -> dict:
     from benchmarks import pareto
     if a.accuracy:
-        from benchmarks import accuracy_fashion, accuracy_minilm
+        # MiniLM is converted by the latency part (benchmarks.pareto_latency), at more budgets
+        from benchmarks import accuracy_fashion
         accuracy_fashion.main(["--out", str(a.out), "--budgets", *map(str, ACCURACY_BUDGETS)])
-        accuracy_minilm.main(["--out", str(a.out), "--budgets", *map(str, ACCURACY_BUDGETS),
-                              "--methods", "acm", "static"])
     points = pareto.collect(a.out)
     print("\n== accuracy against compute (latest accuracy_fashion / accuracy_minilm results) ==")
     if not points:
@@ -119,6 +121,24 @@ def run_accuracy(a) -> dict:
     return {"accuracy": readme.indented(pareto.render(points)) + readme.image(png)}
 
 
+def run_latency_pareto(a) -> dict:
+    from benchmarks import pareto_latency as pl
+    print(f"\n== accuracy against measured latency (checkpoints in {a.work}"
+          f"{'; missing ones converted now' if a.accuracy else ''}) ==")
+    rows = pl.run(list(pl.TASKS.values()), work=a.work, convert=a.accuracy, rounds=5 if a.quick else 30,
+                  threads=a.threads)
+    if not rows:
+        print(f"no checkpoints in {a.work}; python -m benchmarks.pareto_latency --convert makes them "
+              f"(tens of minutes each on 2 cores)")
+        return {}
+    print(pl.render(rows))
+    stem = a.out / f"pareto-latency-{tag()}{'-quick' if a.quick else ''}"
+    write(rows, stem, {"threads": a.threads, "quick": a.quick})
+    png = pl.plot(rows, with_ext(stem, ".png"))
+    print(f"wrote {png}")
+    return {"latency-pareto": readme.indented(pl.render(rows)) + readme.image(png, alt="accuracy against latency")}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="acmtool benchmarks")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -129,8 +149,13 @@ def main(argv=None) -> int:
     r.add_argument("--skip-models", action="store_true")
     r.add_argument("--threads", type=int, default=os.cpu_count())
     r.add_argument("--out", type=Path, default=RESULTS)
+    r.add_argument("--work", type=Path, default=None,
+                   help="checkpoints of the accuracy-vs-latency part (default ~/.cache/acmtool/pareto)")
     r.add_argument("--no-readme", action="store_true", help="leave README.md's tables as they are")
     a = p.parse_args(argv)
+    if a.work is None:
+        from benchmarks.pareto_latency import WORK
+        a.work = WORK
     started = time.time()
     suffix = "-quick" if a.quick else ""
     print(f"setup: {setup()}")
@@ -141,6 +166,7 @@ def main(argv=None) -> int:
         blocks |= run_models(a, suffix)
     speed_minutes = (time.time() - started) / 60
     blocks |= run_accuracy(a)
+    blocks |= run_latency_pareto(a)
     print(f"\nbenchmarks done in {(time.time() - started) / 60:.1f} min")
     # the README shows full runs into the repository's results only: a --quick run (CI) or one
     # written elsewhere prints its tables and leaves the README alone

@@ -55,13 +55,13 @@ def setup_line(setup: dict, threads: int, minutes: float) -> str:
             f"{minutes:.0f} min.\n")
 
 
-def image(plot: Path, readme: Path = README) -> str:
+def image(plot: Path, readme: Path = README, alt: str = "accuracy against compute") -> str:
     """A Markdown image of the plot, by its path relative to the README (none outside the checkout)."""
     try:
         rel = plot.resolve().relative_to(readme.resolve().parent).as_posix()
     except ValueError:
         return ""
-    return f"\n![accuracy against compute]({rel})\n"
+    return f"\n![{alt}]({rel})\n"
 
 
 def update(new_blocks: dict, readme: Path = README) -> list[str]:

@@ -44,8 +44,10 @@ def test_pareto_and_entry_point(tmp_path, capsys):
     from benchmarks import pareto
     from benchmarks.__main__ import main
     # empty folder: says so, exits 0
-    assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path)]) == 0
-    assert "no accuracy results" in capsys.readouterr().out
+    work = ["--work", str(tmp_path / "work")]  # no checkpoints: the latency part says how to make them
+    assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path), *work]) == 0
+    out = capsys.readouterr().out
+    assert "no accuracy results" in out and "benchmarks.pareto_latency --convert" in out
     rows = [{"budget": 0.5, "dense_acc": 0.9, "acm_acc": 0.88, "acm_budget": 0.5, "acm_flops": 0.7,
              "static_acc": 0.85, "static_budget": 0.5, "static_flops": 0.68, "diff_sigma": 0.004}]
     (tmp_path / "accuracy-fashion-vit-x.json").write_text(json.dumps({"rows": rows}))
@@ -61,7 +63,7 @@ def test_pareto_and_entry_point(tmp_path, capsys):
     assert {(p["task"], p["method"]) for p in points} == {("fashion-vit", "dense"), ("fashion-vit", "acm"),
                                                          ("fashion-vit", "static"), ("minilm-fortunes", "dense"),
                                                          ("minilm-fortunes", "acm")}
-    assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path)]) == 0
+    assert main(["run", "--skip-ops", "--skip-models", "--out", str(tmp_path), *work]) == 0
     out = capsys.readouterr().out
     assert "fashion-vit" in out and "minilm-fortunes" in out
     assert "+3.00 +- 0.40" in out  # ACM - static with its paired standard error
@@ -111,7 +113,7 @@ def test_readme_summary_and_image():
 def test_the_readme_has_every_block():
     from benchmarks import readme
     text = readme.README.read_text()
-    for name in ("summary", "setup", "ops-ort", "ops-torch", "models", "accuracy"):
+    for name in ("summary", "setup", "ops-ort", "ops-torch", "models", "accuracy", "latency-pareto"):
         assert f"<!-- benchmarks:{name} -->" in text and f"<!-- /benchmarks:{name} -->" in text
 
 
