@@ -2,7 +2,7 @@
 and the ACM (custom-op ONNX) in ONNX Runtime, at several budgets, on real pre-trained models.
 
     python -m benchmarks.pareto_latency [--tasks minilm-fortunes dinov2-fashion] [--budgets 0.125 0.25 0.5 0.75]
-        [--convert] [--work DIR] [--batches 1 8] [--rounds R] [--threads T] [--out DIR]
+        [--convert] [--work DIR] [--batches 1 8] [--rounds R] [--threads T] [--out DIR] [--readme]
 
 Per task and budget, the ACM and the static checkpoint come from --work (default
 ~/.cache/acmtool/pareto); --convert makes the missing ones (`acmtool convert`, resumed where a run
@@ -360,13 +360,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--readme", action="store_true", help="also rewrite the README's latency-pareto table")
     a = p.parse_args(argv)
     rows = run([TASKS[t] for t in a.tasks], a.budgets, a.batches, a.work, a.convert, a.rounds, a.threads)
     print(render(rows) if rows else f"no checkpoints in {a.work}: run with --convert")
     if rows:
         stem = a.out / f"pareto-latency-{tag()}"
         write(rows, stem, {"threads": a.threads, "rounds": a.rounds})
-        print(f"wrote {plot(rows, with_ext(stem, '.png'))}")
+        png = plot(rows, with_ext(stem, ".png"))
+        print(f"wrote {png}")
+        if a.readme:
+            from benchmarks import readme
+            readme.update({"latency-pareto": readme.indented(render(rows))
+                           + readme.image(png, alt="accuracy against latency")})
     return rows
 
 
