@@ -123,6 +123,7 @@ def run_accuracy(a) -> dict:
 
 def run_latency_pareto(a) -> dict:
     from benchmarks import pareto_latency as pl
+    a.work = a.work or pl.WORK
     print(f"\n== accuracy against measured latency (checkpoints in {a.work}"
           f"{'; missing ones converted now' if a.accuracy else ''}) ==")
     rows = pl.run(list(pl.TASKS.values()), work=a.work, convert=a.accuracy, rounds=5 if a.quick else 30,
@@ -131,12 +132,8 @@ def run_latency_pareto(a) -> dict:
         print(f"no checkpoints in {a.work}; python -m benchmarks.pareto_latency --convert makes them "
               f"(tens of minutes each on 2 cores)")
         return {}
-    print(pl.render(rows))
     stem = a.out / f"pareto-latency-{tag()}{'-quick' if a.quick else ''}"
-    write(rows, stem, {"threads": a.threads, "quick": a.quick})
-    png = pl.plot(rows, with_ext(stem, ".png"))
-    print(f"wrote {png}")
-    return {"latency-pareto": readme.indented(pl.render(rows)) + readme.image(png, alt="accuracy against latency")}
+    return {"latency-pareto": pl.publish(rows, stem, {"threads": a.threads, "quick": a.quick})}
 
 
 def main(argv=None) -> int:
@@ -153,9 +150,6 @@ def main(argv=None) -> int:
                    help="checkpoints of the accuracy-vs-latency part (default ~/.cache/acmtool/pareto)")
     r.add_argument("--no-readme", action="store_true", help="leave README.md's tables as they are")
     a = p.parse_args(argv)
-    if a.work is None:
-        from benchmarks.pareto_latency import WORK
-        a.work = WORK
     started = time.time()
     suffix = "-quick" if a.quick else ""
     print(f"setup: {setup()}")

@@ -16,6 +16,7 @@ order; a model's latency is reported as the median over rounds of its time / the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -169,12 +170,12 @@ def onnx_of(checkpoint: Path) -> Path:
 def dense_onnx(task: Task, work: Path, checkpoint: Path) -> Path:
     """The original model exported as it is (no ACM): the latency every other model is divided by."""
     from acmtool.export.onnx_export import export_onnx
-    from acmtool.io.checkpoint import load
+    from acmtool.io.checkpoint import read_info
     from acmtool.io.sources import example_inputs, load_original
     path = work / f"{task.name}-dense.onnx"
     if path.is_file():
         return path
-    spec = load(checkpoint).acmtool_info["source"]
+    spec = read_info(checkpoint)["source"]
     model = load_original(spec).eval()
     ex = example_inputs(model, spec)
     two = (lambda t: t.repeat(2, *([1] * (t.dim() - 1))))  # batch 2: torch.export keeps a batch of 1 static
@@ -182,27 +183,31 @@ def dense_onnx(task: Task, work: Path, checkpoint: Path) -> Path:
     return export_onnx(model, path, ex, "custom-op")
 
 
-def held_out_batches(task: Task, checkpoint: Path, batch: int, count: int) -> list:
-    """`count` consecutive batches of the task's held-out samples as the collate function makes
-    them (text right-padded to the longest in its batch): dicts of numpy arrays, or one array."""
-    import torch
+def held_out(task: Task, checkpoint: Path) -> tuple:
+    """(dataset, collate) of the held-out samples that evaluated checks the checkpoint on."""
     from acmtool.data import load_data
-    from acmtool.io.checkpoint import load
+    from acmtool.io.checkpoint import read_info
     from acmtool.io.sources import load_original
     from acmtool.train.evaluate_checkpoint import split_options
-    info = load(checkpoint).acmtool_info
+    info = read_info(checkpoint)
     opts = split_options(info)
     if task.eval_max_samples is not None:
         opts["max_samples"] = task.eval_max_samples
     data = load_data(task.data, load_original(info["source"]), info["source"], **opts)
-    dataset = data.test if task.split == "test" else data.val
+    return (data.test if task.split == "test" else data.val), data.collate
+
+
+def held_out_batches(dataset, collate, batch: int, count: int) -> list:
+    """`count` consecutive batches of held-out samples as the collate function makes them (text
+    right-padded to the longest in its batch): dicts of numpy arrays, or one array."""
+    import torch
     n = len(dataset)
     if n < batch:
-        raise ValueError(f"{task.name}: {n} held-out samples, fewer than a batch of {batch}")
+        raise ValueError(f"{n} held-out samples, fewer than a batch of {batch}")
     out = []
     for i in range(count):
         start = (i * batch) % (n - batch + 1)
-        inputs, _ = data.collate([dataset[j] for j in range(start, start + batch)])
+        inputs, _ = collate([dataset[j] for j in range(start, start + batch)])
         if isinstance(inputs, dict):
             out.append({k: v.numpy() for k, v in inputs.items() if isinstance(v, torch.Tensor)})
         else:
@@ -223,25 +228,21 @@ def feeds_for(sess, batch) -> dict:
     return {n: batch[n] for n in names}
 
 
+def cycling_run(sess, feeds: list) -> Callable[[], None]:
+    """One inference per call, on the next of `feeds` each time: models called once per round, as
+    time_interleaved calls them, all see the same batch in a round."""
+    calls = itertools.count()
+    return lambda: sess.run(None, feeds[next(calls) % len(feeds)])
+
+
 def time_rounds(paths: dict, batches: list, rounds: int, threads: Optional[int]) -> dict:
-    """{name: seconds [rounds]}: round r runs every model once on batches[r % len], in an order
-    that rotates per round, so a slow spell of the machine hits all of them alike."""
+    """{name: seconds [rounds]}: every round runs each model once on the round's batch, in an
+    order that rotates per round (acmtool.runtime.bench), so a slow spell hits all of them alike."""
+    from acmtool.runtime.bench import time_interleaved
     from acmtool.runtime.session import session
     sessions = {n: session(p, providers=["CPUExecutionProvider"], threads=threads) for n, p in paths.items()}
-    feeds = {n: [feeds_for(s, b) for b in batches] for n, s in sessions.items()}
-    names = list(sessions)
-    for w in range(WARMUP):
-        for n in names:
-            sessions[n].run(None, feeds[n][w % len(batches)])
-    times = {n: np.empty(rounds) for n in names}
-    for r in range(rounds):
-        shift = r % len(names)
-        for n in names[shift:] + names[:shift]:
-            f = feeds[n][r % len(batches)]
-            start = time.perf_counter()
-            sessions[n].run(None, f)
-            times[n][r] = time.perf_counter() - start
-    return times
+    runs = {n: cycling_run(s, [feeds_for(s, b) for b in batches]) for n, s in sessions.items()}
+    return time_interleaved(runs, WARMUP, rounds)
 
 
 def latency_rows(times: dict) -> dict:
@@ -256,7 +257,7 @@ def latency_rows(times: dict) -> dict:
 def task_rows(task: Task, budgets, batches, work: Path, convert: bool, rounds: int, threads: Optional[int],
               log=print) -> list[dict]:
     """Every (batch, method, budget) row of one task, plus the dense row per batch."""
-    rows, dense_done = [], set()
+    rows, dense_done, data = [], set(), None
     for budget in budgets:
         ckpts = {m: converted(task, work, m, budget, convert, log) for m in METHODS}
         if not any(ckpts.values()):
@@ -266,8 +267,9 @@ def task_rows(task: Task, budgets, batches, work: Path, convert: bool, rounds: i
         acc = accuracy_rows(task, budget, report)
         some = next(p for p in ckpts.values() if p is not None)
         paths = {"dense": dense_onnx(task, work, some), **{m: onnx_of(p) for m, p in ckpts.items() if p}}
+        data = data or held_out(task, some)  # every budget's conversion has the same split
         for b in batches:
-            lat = latency_rows(time_rounds(paths, held_out_batches(task, some, b, rounds), rounds, threads))
+            lat = latency_rows(time_rounds(paths, held_out_batches(*data, b, rounds), rounds, threads))
             if b not in dense_done:
                 dense_done.add(b)
                 first = next(iter(acc.values()))
@@ -339,6 +341,18 @@ def plot(rows: list[dict], path: Path) -> Optional[Path]:
     return path
 
 
+def publish(rows: list[dict], stem: Path, extra: dict) -> str:
+    """Print the table, write its JSON, CSV and PNG; returns the README block."""
+    from benchmarks import readme
+    from benchmarks.__main__ import with_ext, write
+    text = render(rows)
+    print(text)
+    write(rows, stem, extra)
+    png = plot(rows, with_ext(stem, ".png"))
+    print(f"wrote {png}")
+    return readme.indented(text) + readme.image(png, alt="accuracy against latency")
+
+
 def run(tasks, budgets=BUDGETS, batches=BATCHES, work: Path = WORK, convert: bool = False, rounds: int = 30,
         threads: Optional[int] = None, log=print) -> list[dict]:
     rows = []
@@ -349,7 +363,7 @@ def run(tasks, budgets=BUDGETS, batches=BATCHES, work: Path = WORK, convert: boo
 
 def main(argv=None) -> list[dict]:
     import os
-    from benchmarks.__main__ import RESULTS, with_ext, write
+    from benchmarks.__main__ import RESULTS
     from benchmarks.machine import tag
     p = argparse.ArgumentParser(prog="python -m benchmarks.pareto_latency", description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
@@ -363,16 +377,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--readme", action="store_true", help="also rewrite the README's latency-pareto table")
     a = p.parse_args(argv)
     rows = run([TASKS[t] for t in a.tasks], a.budgets, a.batches, a.work, a.convert, a.rounds, a.threads)
-    print(render(rows) if rows else f"no checkpoints in {a.work}: run with --convert")
-    if rows:
-        stem = a.out / f"pareto-latency-{tag()}"
-        write(rows, stem, {"threads": a.threads, "rounds": a.rounds})
-        png = plot(rows, with_ext(stem, ".png"))
-        print(f"wrote {png}")
-        if a.readme:
-            from benchmarks import readme
-            readme.update({"latency-pareto": readme.indented(render(rows))
-                           + readme.image(png, alt="accuracy against latency")})
+    if not rows:
+        print(f"no checkpoints in {a.work}: run with --convert")
+        return rows
+    block = publish(rows, a.out / f"pareto-latency-{tag()}", {"threads": a.threads, "rounds": a.rounds})
+    if a.readme:
+        from benchmarks import readme
+        readme.update({"latency-pareto": block})
     return rows
 
 

@@ -73,6 +73,21 @@ def test_missing_checkpoints_are_reported_not_converted(tmp_path, done):
     assert any("no checkpoints" in line and "--convert" in line for line in lines)
 
 
+def test_every_model_sees_the_same_batch_in_a_round():
+    from acmtool.runtime.bench import time_interleaved
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def run(self, outputs, feeds):
+            self.seen.append(feeds["x"])
+    a, b = Recorder(), Recorder()
+    batches = [{"x": i} for i in range(3)]
+    time_interleaved({"a": pl.cycling_run(a, batches), "b": pl.cycling_run(b, batches)}, 2, 5)
+    assert a.seen == b.seen == [0, 1, 2, 0, 1, 2, 0]  # 2 warm-up calls, then 5 rounds
+
+
 def test_table_and_plot(done, tmp_path):
     text = pl.render(done["rows"])
     assert "ACM - static (s.e.)" in text and "static" in text and "dense" in text
