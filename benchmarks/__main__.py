@@ -51,7 +51,7 @@ def write(rows: list[dict], stem: Path, extra: dict) -> None:
         with open(with_ext(stem, ".csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows)
     print(f"wrote {stem}.json and .csv")
 
 
@@ -98,8 +98,11 @@ def run_models(a, suffix: str) -> dict:
                                       max_seconds=seconds)
     print("\nspeed-up: median over rounds of dense time / ACM time; ideal: 1 / whole-model FLOPs ratio")
     print(models.render(rows))
+    print(f"\nwhere the time goes (ONNX Runtime's profiler, {models.PROFILE_RUNS} runs; node kernel times in ms per run)")
+    print(models.render_profile(rows))
     write(rows, a.out / f"bench-models-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
-    return {"models": readme.indented(models.render(rows))}
+    return {"models": readme.indented(models.render(rows)),
+            "models-profile": readme.indented(models.render_profile(rows))}
 
 
 def run_accuracy(a) -> dict:

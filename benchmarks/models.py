@@ -17,6 +17,7 @@ from acmtool.cli.format import table
 from acmtool.config import AcmConfig
 from acmtool.convert.acmize import acm_info, acmize_
 from acmtool.cost import model_flops
+from acmtool.export.dense_fallback import dense_choice
 from acmtool.export.onnx_export import export_onnx
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
@@ -26,6 +27,7 @@ from acmtool.train.calibrate_budget import _choices, _gate_inputs, calibrate_bud
 MODELS = ("timm:vit_small_patch16_224", "timm:vit_base_patch16_224", "minilm")
 QUICK_MODELS = ("timm:vit_small_patch16_224",)
 SEQ = 128
+PROFILE_RUNS = 10  # profiled runs per model and batch (after the timed ones): where the time goes
 
 
 def minilm_folder() -> str:
@@ -57,7 +59,8 @@ def _batched(ex, b: int, gen: torch.Generator):
 
 @torch.no_grad()
 def make_acm(model, ex, targets: str, budget: float, calib_batches: int = 2):
-    """A calibrated ACM copy of `model`: (acm model, achieved budget, whole-model FLOPs ratio)."""
+    """A calibrated ACM copy of `model`: (acm model, achieved budget, whole-model FLOPs ratio, the
+    mean k of each ACM on the calibration inputs)."""
     gen = torch.Generator().manual_seed(0)
     acm = acmize_(copy.deepcopy(model), AcmConfig(targets=targets), example_inputs=ex).eval()
     batches = [_batched(ex, 2, gen) for _ in range(calib_batches)]
@@ -66,54 +69,90 @@ def make_acm(model, ex, targets: str, budget: float, calib_batches: int = 2):
     mods = dict(acm_modules(acm))
     mean_k = {n: float(_choices(mods[n], z, 0.0).float().mean()) for n, z in zs.items()}
     flops = model_flops(acm, acm_info(acm)["flops_profile"], mean_k)
-    return acm, achieved, flops["ratio"]
+    return acm, achieved, flops["ratio"], mean_k
 
 
-def export(model, ex, path: Path) -> Path:
+def export(model, ex, path: Path, dense: dict | None = None) -> Path:
     # batch 2 in the trace: torch.export would keep a batch of 1 static
     if isinstance(ex, dict):
         ex2 = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in ex.items()}
     else:
         ex2 = ex.repeat(2, *([1] * (ex.dim() - 1)))
-    return export_onnx(model, path, ex2, "custom-op")
+    return export_onnx(model, path, ex2, "custom-op", dense=dense)
 
 
 def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: int, iters: int,
                threads: int | None, provider: str = "CPUExecutionProvider", log=print,
-               model_kwargs: dict | None = None, max_seconds: float | None = None) -> list[dict]:
+               model_kwargs: dict | None = None, max_seconds: float | None = None,
+               profile_runs: int = PROFILE_RUNS) -> list[dict]:
     model, ex = load(name, model_kwargs)
     safe = name.replace(":", "_").replace("/", "_")
     dense_path = export(model, ex, folder / f"{safe}-dense.onnx")
     rows = []
     for targets in targets_list:
         for bud in budgets:
-            acm, achieved, ratio = make_acm(model, ex, targets, bud)
-            acm_path = export(acm, ex, folder / f"{safe}-{targets.replace('+', '_')}-b{bud}.onnx")
+            acm, achieved, ratio, mean_k = make_acm(model, ex, targets, bud)
+            # as `acmtool export` does: ACMs expected to cost DENSE_ABOVE of their block or more run densely
+            dense = dense_choice(acm, mean_k)
+            if dense:  # those blocks spend every learner (their gates' FLOPs still counted: a bound)
+                mods = dict(acm_modules(acm))
+                full = {n: float(mods[n].num_learners) for n in dense}
+                ratio = model_flops(acm, acm_info(acm)["flops_profile"], mean_k | full)["ratio"]
+            acm_path = export(acm, ex, folder / f"{safe}-{targets.replace('+', '_')}-b{bud}.onnx", dense)
             del acm
             for b in batches:
                 cfg = BenchConfig(batch=b, seq=SEQ, warmup=warmup, iters=iters, threads=threads, provider=provider,
-                                  max_seconds=max_seconds)
+                                  max_seconds=max_seconds, profile_runs=profile_runs)
                 rep = bench(acm_path, cfg, baseline=dense_path)
                 row = {"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
+                       "dense_fallback": len(dense),
                        "flops_ratio": ratio, "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
                        "iters": rep["config"]["iters"],
                        **{f"dense_{k}": rep["baseline"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
                        **{f"acm_{k}": rep["model"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
-                       "speedup": rep["speedup"]}
+                       "speedup": rep["speedup"], "share_of_ideal": rep["speedup"] * ratio}
+                if profile_runs:
+                    row.update(profile_fields(rep["model"]["profile"], rep["baseline"]["profile"]))
                 rows.append(row)
                 log(f"  {name} {targets} budget {bud} (achieved {achieved:.3f}) batch {b}: "
                     f"dense p50 {row['dense_p50_ms']:.1f} ms, ACM p50 {row['acm_p50_ms']:.1f} ms, "
-                    f"speed-up {row['speedup']:.2f}x (ideal {row['ideal_speedup']:.2f}x)")
+                    f"speed-up {row['speedup']:.2f}x (ideal {row['ideal_speedup']:.2f}x, "
+                    f"{100 * row['share_of_ideal']:.0f} % of it)")
             os.remove(acm_path)
     return rows
 
 
+def profile_fields(acm: dict, dense: dict) -> dict:
+    """A row's profile: the ACM model's node time per role and the dense model's, in ms per run,
+    and both models' node types with their ms per run (the JSON keeps them; the CSV as JSON text)."""
+    return {**{f"acm_{role}_ms": v["us"] / 1e3 for role, v in acm["by_role"].items()},
+            "dense_nodes_ms": dense["total_us"] / 1e3,
+            "acm_by_type_ms": {op: round(v["us"] / 1e3, 4) for op, v in acm["by_type"].items()},
+            "dense_by_type_ms": {op: round(v["us"] / 1e3, 4) for op, v in dense["by_type"].items()}}
+
+
+def render_profile(rows: list[dict], top: int = 3) -> str:
+    """Where the time goes, per row: the ACM's node time split into learners, gates and the rest of
+    the model, next to the dense model's, and the node types that differ most between them."""
+    body = []
+    for r in rows:
+        if "acm_learners_ms" not in r:
+            continue
+        acm, dense = r["acm_by_type_ms"], r["dense_by_type_ms"]
+        diff = sorted(set(acm) | set(dense), key=lambda op: -abs(acm.get(op, 0) - dense.get(op, 0)))[:top]
+        body.append([r["model"], r["targets"], f"{r['budget']:.2f}", str(r["batch"]), f"{r['dense_nodes_ms']:.2f}",
+                     f"{r['acm_learners_ms']:.2f}", f"{r['acm_gates_ms']:.2f}", f"{r['acm_rest_ms']:.2f}",
+                     ", ".join(f"{op} {acm.get(op, 0) - dense.get(op, 0):+.2f}" for op in diff)])
+    return table(["model", "targets", "budget", "batch", "dense nodes ms", "ACM learners ms", "ACM gates ms",
+                  "ACM rest ms", "largest differences, ACM - dense ms"], body)
+
+
 def render(rows: list[dict]) -> str:
     return table(["model", "targets", "budget", "achieved", "FLOPs ratio", "batch", "rounds", "dense p50/p90/p99 ms",
-                  "ACM p50/p90/p99 ms", "dense /s", "ACM /s", "speed-up", "ideal"],
+                  "ACM p50/p90/p99 ms", "dense /s", "ACM /s", "speed-up", "ideal", "of ideal"],
                  [[r["model"], r["targets"], f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
                    f"{r['flops_ratio']:.3f}", str(r["batch"]), str(r.get("iters", "-")),
                    "/".join(f"{r[f'dense_p{p}_ms']:.1f}" for p in (50, 90, 99)),
                    "/".join(f"{r[f'acm_p{p}_ms']:.1f}" for p in (50, 90, 99)),
                    f"{r['dense_samples_per_s']:.1f}", f"{r['acm_samples_per_s']:.1f}", f"{r['speedup']:.2f}x",
-                   f"{r['ideal_speedup']:.2f}x"] for r in rows])
+                   f"{r['ideal_speedup']:.2f}x", f"{100 * r['speedup'] / r['ideal_speedup']:.0f} %"] for r in rows])

@@ -45,6 +45,7 @@ def summary(ort_rows: list[dict], torch_rows: list[dict]) -> str:
     head = ["what (ViT-B MLP, N = 4, 1576 tokens)"] + [f"budget {b}" for b in SUMMARY_BUDGETS]
     body = [["ORT DynamicLearners vs dense MLP"] + _cells(cpu, "speedup_vs_dense", tokens=SUMMARY_TOKENS),
             ["ORT DynamicLearners vs standard-ops export"] + _cells(cpu, "speedup_vs_standard", tokens=SUMMARY_TOKENS),
+            ["ORT DynamicLearners vs its own K = N"] + _cells(cpu, "speedup_vs_full", tokens=SUMMARY_TOKENS),
             ["PyTorch grouped path vs dense MLP"] + _cells(tcpu, "grouped_speedup_vs_dense", tokens=SUMMARY_TOKENS)]
     return table(head, body)
 

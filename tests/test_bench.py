@@ -188,3 +188,38 @@ def test_rounds_within_a_time_box():
     assert rounds_within(slow, BenchConfig(iters=3, max_seconds=0.001)) == 3  # never more than asked
     with pytest.raises(AcmInputError, match="--max-seconds"):
         BenchConfig(max_seconds=0)
+
+
+def test_bench_profile_splits_time_by_node_type_and_role(models, tmp_path):
+    acm_path, dense_path = models
+    out = tmp_path / "bench.json"
+    r = run("bench", acm_path, "--baseline", dense_path, "--batch", 2, "--warmup", 1, "--iters", 3,
+            "--threads", 1, "--profile", 4, "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "node type" in r.output and "learners" in r.output
+    report = json.loads(out.read_text())
+    acm, dense = report["model"]["profile"], report["baseline"]["profile"]
+    assert acm["runs"] == 4 and dense["runs"] == 4
+    # the tiny ViT has two ACMs: their DynamicLearners nodes and their gates are found by role
+    assert acm["by_type"]["DynamicLearners"]["nodes"] == 2
+    assert acm["by_role"]["learners"]["us"] == pytest.approx(acm["by_type"]["DynamicLearners"]["us"])
+    assert acm["by_role"]["gates"]["us"] > 0 and "ArgMax" in acm["by_type"]
+    assert dense["by_role"]["learners"]["us"] == 0 and dense["by_role"]["gates"]["us"] == 0
+    for prof in (acm, dense):
+        assert sum(v["share"] for v in prof["by_role"].values()) == pytest.approx(1.0)
+        assert sum(v["us"] for v in prof["by_type"].values()) == pytest.approx(prof["total_us"])
+        assert 0 < prof["total_us"] <= prof["run_us"]
+
+
+def test_profile_summary_leaves_the_warm_up_runs_out():
+    from acmtool.runtime.profile import summarise
+    events = [{"cat": "Session", "name": "model_run", "ts": ts, "dur": 100} for ts in (0, 1000, 2000)]
+    events += [{"cat": "Node", "name": f"n{i}_kernel_time", "ts": ts + 10, "dur": dur, "args": {"op_name": op}}
+               for ts, dur in ((0, 999), (1000, 30), (2000, 50)) for i, op in ((0, "MatMul"),)]
+    events += [{"cat": "Node", "name": "d_kernel_time", "ts": 2020, "dur": 20, "args": {"op_name": "DynamicLearners"}}]
+    s = summarise(events, {"n0": "gates"}, skip_runs=1)
+    assert s["runs"] == 2
+    assert s["by_type"]["MatMul"] == {"us": 40.0, "share": pytest.approx(40 / 50), "nodes": 1.0}
+    assert s["by_role"]["gates"]["us"] == 40.0 and s["by_role"]["learners"]["us"] == 10.0
+    with pytest.raises(ValueError, match="no model run"):
+        summarise(events, {}, skip_runs=3)

@@ -22,6 +22,12 @@ def test_ops_tiny():
     from benchmarks import ops
     rows = ops.ort_rows((0.5,), (3,), rounds=1, threads=1, standard=False)
     assert len(rows) == 1 and rows[0]["tokens"] == 3 and rows[0]["speedup_vs_dense"] > 0
+    # against the op's own K = N on the same tokens, and that ratio as a share of 1 / (mean K/N)
+    r = rows[0]
+    assert r["speedup_vs_full"] > 0 and r["custom_full_ms"] > 0
+    if r["mean_k_over_n"] > 0:
+        assert r["share_of_ideal"] == pytest.approx(r["speedup_vs_full"] * r["mean_k_over_n"])
+    assert "vs own K=N" in ops.render_ort(rows)
     trows = ops.torch_rows((0.5, 1.0), (3,), rounds=1)
     assert [r["budget"] for r in trows] == [0.5, 1.0] and trows[1]["mean_k_over_n"] == 1.0
     assert "DynLearners ms" in ops.render_ort(rows) and "grouped ms" in ops.render_torch(trows)
@@ -37,7 +43,12 @@ def test_models_tiny(tmp_path):
     r = rows[0]
     assert abs(r["achieved_budget"] - 0.5) < 0.3 and 0 < r["flops_ratio"] < 1.1
     assert r["acm_p50_ms"] <= r["acm_p99_ms"] and r["speedup"] > 0
-    assert "FLOPs ratio" in models.render(rows)
+    assert "FLOPs ratio" in models.render(rows) and "of ideal" in models.render(rows)
+    assert r["share_of_ideal"] == pytest.approx(r["speedup"] / r["ideal_speedup"])
+    # where the time goes: the one ACM's learners and gate, the rest; the dense model's node time
+    assert r["acm_learners_ms"] > 0 and r["acm_gates_ms"] > 0 and r["acm_rest_ms"] > 0 and r["dense_nodes_ms"] > 0
+    assert "DynamicLearners" in r["acm_by_type_ms"] and "DynamicLearners" not in r["dense_by_type_ms"]
+    assert "ACM gates ms" in models.render_profile(rows)
 
 
 def test_pareto_and_entry_point(tmp_path, capsys):
@@ -113,7 +124,7 @@ def test_readme_summary_and_image():
 def test_the_readme_has_every_block():
     from benchmarks import readme
     text = readme.README.read_text()
-    for name in ("summary", "setup", "ops-ort", "ops-torch", "models", "accuracy", "latency-pareto"):
+    for name in ("summary", "setup", "ops-ort", "ops-torch", "models", "models-profile", "accuracy", "latency-pareto"):
         assert f"<!-- benchmarks:{name} -->" in text and f"<!-- /benchmarks:{name} -->" in text
 
 

@@ -6,6 +6,7 @@ import json
 import click
 
 from acmtool.cli.main import cli
+from acmtool.export.dense_fallback import DENSE_ABOVE
 from acmtool.errors import AcmCheckFailed
 
 
@@ -15,17 +16,26 @@ from acmtool.errors import AcmCheckFailed
               help="The .onnx file to write (default: NAME.acm.onnx beside NAME.acm.safetensors).")
 @click.option("--format", "fmt", type=click.Choice(["custom-op", "standard"]), default="custom-op", show_default=True,
               help="custom-op: ai.acmtool::DynamicLearners nodes (needs the library); standard: stock ops only.")
+@click.option("--dense-above", type=click.FloatRange(min=0, min_open=True), default=DENSE_ABOVE, show_default=True,
+              help="An ACM whose expected cost (mean k / N on the conversion's held-out data, plus its gate's share) "
+                   "reaches this exports as its dense block, which it cannot beat.")
+@click.option("--keep-acms", is_flag=True, help="Export every ACM as an ACM, whatever it is expected to cost.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-def export_cmd(checkpoint, output, fmt, force):
+def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force):
     """Export CHECKPOINT to ONNX, batch and sequence axes dynamic. A static checkpoint (convert
     --static) exports as the narrower dense model it is, in either format: plain ONNX, no gate, no
-    custom op."""
+    custom op. ACMs that spend (nearly) all their learners export as dense blocks (see
+    --dense-above); `acmtool inspect` lists them."""
     from acmtool.export import export_checkpoint
+    from acmtool.export.dense_fallback import dense_fallback_line
     from acmtool.io.checkpoint import read_info
     static = bool(read_info(checkpoint).get("static"))
-    path = export_checkpoint(checkpoint, output, fmt, force=force)
+    path = export_checkpoint(checkpoint, output, fmt, force=force, dense_above=None if keep_acms else dense_above)
     kind = "static: plain ONNX, no custom op needed" if static else fmt
     click.echo(f"wrote {path} ({kind})")
+    line = dense_fallback_line(path)
+    if line:
+        click.echo(line)
 
 
 @cli.command("verify")

@@ -56,6 +56,10 @@ def render_onnx(s: dict) -> str:
     elif s["format"]:
         kind = f"ACM model, {s['format']} format, {len(s['dynamic_learners_nodes'])} DynamicLearners nodes, " \
                f"{s['gates']} gates"
+        dense = [a for a in s["acms"] if a.get("dense_fallback")]
+        if dense:
+            kind += (f"; {len(dense)} ACMs exported as dense blocks (their expected cost reached "
+                     f"--dense-above: they could not beat the dense block)")
     else:
         kind = f"no acmtool metadata; {len(s['dynamic_learners_nodes'])} DynamicLearners nodes"
     lines = [f"{s['file']}: {kind}",
@@ -65,7 +69,9 @@ def render_onnx(s: dict) -> str:
         for a in s["acms"]:
             k = a.get("k")
             width = f"{k * a['learner_width']}" if k is not None else f"{a['num_learners']}x{a['learner_width']}"
-            rows.append([a["module"], a["kind"], a["num_learners"], a["learner_width"], "gate" if k is None else k,
+            shown = "gate" if k is None else f"{k} (dense, cost {a['dense_fallback']['expected_cost']:.2f})" \
+                if a.get("dense_fallback") else k
+            rows.append([a["module"], a["kind"], a["num_learners"], a["learner_width"], shown,
                          width, f"{a['in_features']}->{a['out_features']}", a["activation"]])
         lines.append(table(["module", "kind", "N", "h", "k", "hidden", "in->out", "activation"], rows))
     return "\n".join(lines)

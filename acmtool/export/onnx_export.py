@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from acmtool.errors import AcmInputError
 from acmtool.export.schema import DOMAIN, OP_TYPE, VERSION, register_schema
+from acmtool.export.dense_fallback import DENSE_ABOVE, dense_choice, densified, mean_k_of_checkpoint
 from acmtool.export.static import sliced, static_acms
 from acmtool.io.atomic import atomic_files
 from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing
@@ -91,21 +92,34 @@ def _initializer_bytes(ir_model) -> int:
     return sum(v.const_value.nbytes for v in ir_model.graph.initializers.values() if v.const_value is not None)
 
 
-def _metadata(model: nn.Module, fmt: str, static: dict) -> dict:
-    """What `acmtool inspect` reads back from the ONNX file: the ACMs and how they were exported."""
+def _metadata(model: nn.Module, fmt: str, static: dict, dense: dict) -> dict:
+    """What `acmtool inspect` and `acmtool verify` read back from the ONNX file: the ACMs and how
+    they were exported ("k": a fixed k, no gate; "dense_fallback": exported as the dense block,
+    with the expected cost that chose it)."""
     from acmtool.cost import acm_rows
-    acms = [{k: r[k] for k in ("module", "kind", "num_learners", "learner_width", "in_features", "out_features",
-                               "min_k", "activation")} | ({"k": static[r["module"]]} if r["module"] in static else {})
-            for r in acm_rows(model)]
-    return {"acmtool.format": fmt, "acmtool.static": json.dumps(bool(static)), "acmtool.acms": json.dumps(acms)}
+    acms = []
+    for r in acm_rows(model):
+        name = r["module"]
+        a = {k: r[k] for k in ("module", "kind", "num_learners", "learner_width", "in_features", "out_features",
+                               "min_k", "activation")}
+        if name in static:
+            a["k"] = static[name]
+        if name in dense:
+            a["k"] = r["num_learners"]
+            a["dense_fallback"] = {"expected_cost": round(float(dense[name]), 4)}
+        acms.append(a)
+    static_model = bool(static) and not dense  # a --static checkpoint: no ACM keeps a gate
+    return {"acmtool.format": fmt, "acmtool.static": json.dumps(static_model), "acmtool.acms": json.dumps(acms)}
 
 
-def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", force: bool = False) -> Path:
+def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", force: bool = False,
+                dense: Optional[dict] = None) -> Path:
     """Write `path` (and, for a model over EXTERNAL_DATA_BYTES, `path`.data beside it) atomically;
     returns it. Refuses to replace an existing file unless force. The graph passes onnx.checker.
 
     ACMs that run a fixed k (a static checkpoint) export as the dense MLPs they are, with their first
-    k learners' weights: plain ONNX in both formats, no gate, no custom op."""
+    k learners' weights: plain ONNX in both formats, no gate, no custom op. `dense` ({ACM name:
+    expected cost}, acmtool.export.dense_fallback) names ACMs to export as their dense block (k = N)."""
     import onnx
     if fmt not in FORMATS:
         raise AcmInputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -114,17 +128,19 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     if example_inputs is None:
         raise AcmInputError("no example input is known for this model, so it cannot be traced for export")
     model = model.eval()
+    dense = dict(dense or {})
     static = static_acms(model)
     names = list(example_inputs) if isinstance(example_inputs, dict) else None
     wrapped = MainOutput(model, names).eval()
     args = tuple(example_inputs.values()) if names else (example_inputs,)
-    with use_impl(model, "grouped" if fmt == "custom-op" else "masked"), sliced(wrapped), torch.no_grad():
+    with densified(model, list(dense)), use_impl(model, "grouped" if fmt == "custom-op" else "masked"), \
+            sliced(wrapped), torch.no_grad():
         program = torch.onnx.export(
             wrapped, args, dynamo=True, opset_version=OPSET, input_names=names or ["input"],
             custom_translation_table=_translation() if fmt == "custom-op" else None,
             dynamic_shapes=dynamic_shapes_for(example_inputs), optimize=True, verbose=False)
     program.model.graph.outputs[0].name = "output"
-    program.model.metadata_props.update(_metadata(model, fmt, static))
+    program.model.metadata_props.update(_metadata(model, fmt, static, dense))
     big = _initializer_bytes(program.model) > EXTERNAL_DATA_BYTES
     with atomic_files(path) as folder:  # the data file is named after the final path, and moves with it
         tmp = folder / path.name
@@ -133,9 +149,11 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     return path
 
 
-def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool = False) -> Path:
+def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool = False,
+                      dense_above: Optional[float] = DENSE_ABOVE) -> Path:
     """Export an ACM checkpoint; `path` defaults to NAME.acm.onnx beside it. An existing output is
-    refused (unless force) before the checkpoint is loaded."""
+    refused (unless force) before the checkpoint is loaded. ACMs whose expected cost on the
+    conversion's held-out data reaches dense_above export as their dense block (None: none do)."""
     from acmtool.io.checkpoint import load
     from acmtool.io.sources import example_inputs
     path = Path(path) if path is not None else onnx_path(checkpoint)
@@ -146,4 +164,5 @@ def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool
         inputs = inputs.repeat(2, *([1] * (inputs.dim() - 1)))  # batch 2: torch.export keeps 1 static
     elif isinstance(inputs, dict):
         inputs = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
-    return export_onnx(model, path, inputs, fmt, force=force)
+    dense = dense_choice(model, mean_k_of_checkpoint(model.acmtool_info), dense_above)
+    return export_onnx(model, path, inputs, fmt, force=force, dense=dense)

@@ -42,9 +42,10 @@ class BenchConfig:
     vocab: int = 100  # input_ids are drawn from [0, vocab)
     seed: int = 0
     max_seconds: Optional[float] = None  # cap on the timed rounds' total: fewer rounds, never under MIN_ROUNDS
+    profile_runs: int = 0  # > 0: also profile each model over this many runs (time per node type and role)
 
     def __post_init__(self):
-        for name, low in (("seq", 1), ("warmup", 0), ("iters", 1), ("vocab", 1)):
+        for name, low in (("seq", 1), ("warmup", 0), ("iters", 1), ("vocab", 1), ("profile_runs", 0)):
             if getattr(self, name) < low:
                 raise AcmInputError(f"--{name} must be at least {low}; got {getattr(self, name)}")
         if self.batch is not None and self.batch < 1:
@@ -219,6 +220,10 @@ def bench(model, cfg: Optional[BenchConfig] = None, baseline=None) -> dict:
                         **latency_stats(times[role], _samples(feeds[role]))}
     if baseline is not None:
         report["speedup"] = float(np.median(times["baseline"] / times["model"]))
+    if cfg.profile_runs:  # after the timing: a profiled run is slower, and must not be timed
+        from acmtool.runtime.profile import profile
+        for role in sessions:
+            report[role]["profile"] = profile(paths[role], feeds[role], cfg.profile_runs, cfg.threads, cfg.provider)
     return report
 
 
@@ -238,4 +243,8 @@ def render(report: dict) -> str:
     if report.get("speedup") is not None:
         lines.append(f"speed-up vs baseline: {report['speedup']:.2f}x (median over rounds of baseline time / "
                      f"model time)")
+    for role in roles:
+        if report[role].get("profile"):
+            from acmtool.runtime.profile import render as render_profile
+            lines.append(f"\n{role} {report[role]['path']}: {render_profile(report[role]['profile'])}")
     return "\n".join(lines)

@@ -36,12 +36,14 @@ class SiteCapture:
         if covered != names:
             raise RuntimeError(f"teacher sites {covered[:3]}... do not line up with the student's ACMs {names[:3]}...")
 
-    def __call__(self, inputs, sensitivity: bool = False, generator=None, probes: int = 1) -> tuple[object, dict]:
+    def __call__(self, inputs, sensitivity: bool = False, generator=None, probes: int = 1,
+                 scale=None) -> tuple[object, dict]:
         """Run the teacher; returns (its output, {acm name: (z, f(z))}), or with sensitivity
         {acm name: (z, f(z), g)}: how much each token's block output matters. g is the gradient of
         a Fisher probe of the output with respect to f(z) (acmtool.train.sensitivity); with probes
         P > 1, the root mean square of P of them (only g^2 is used: the mean of P samples of the
-        Fisher's diagonal, P times less variance)."""
+        Fisher's diagonal, P times less variance). scale: an embedding's per-dimension spread, for
+        the probe (fisher_probe)."""
         if probes < 1:
             raise ValueError(f"probes must be at least 1; got {probes}")
         caught, handles, deltas = {}, [], {}
@@ -63,7 +65,7 @@ class SiteCapture:
                 output = run_model(self.teacher, inputs)
                 if sensitivity:
                     order = sorted(deltas)
-                    grads = _probe_rms(output, mask, generator, [deltas[i] for i in order], probes)
+                    grads = _probe_rms(output, mask, generator, [deltas[i] for i in order], probes, scale)
                     for i, g in zip(order, _per_sample(grads, mask)):
                         caught[(i, "grad")] = g
         finally:
@@ -86,11 +88,11 @@ class SiteCapture:
         return output, result
 
 
-def _probe_rms(output, mask, generator, deltas: list, probes: int) -> list:
+def _probe_rms(output, mask, generator, deltas: list, probes: int, scale=None) -> list:
     """sqrt(mean over P probes of g^2) for each delta; g = 0 where the output does not depend on it."""
     sums = [torch.zeros_like(d) for d in deltas]
     for p in range(probes):
-        grads = torch.autograd.grad(fisher_probe(output, mask, generator), deltas, allow_unused=True,
+        grads = torch.autograd.grad(fisher_probe(output, mask, generator, scale), deltas, allow_unused=True,
                                     retain_graph=p < probes - 1)
         for s, g in zip(sums, grads):
             if g is not None:

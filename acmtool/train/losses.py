@@ -118,20 +118,25 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     log_target=True, reduction="batchmean") * t * t
 
 
-def embedding_distillation_loss(student_hidden, teacher_hidden, student_emb, teacher_emb, mask=None):
+def embedding_distillation_loss(student_hidden, teacher_hidden, student_emb, teacher_emb, mask=None,
+                                scale: Optional[torch.Tensor] = None):
     """For models without a head: MSE on the final hidden states (scaled by their variance, real
-    tokens only) plus 1 - cosine of the pooled embeddings."""
-    cos = 1 - F.cosine_similarity(student_emb, teacher_emb, dim=-1).mean()
+    tokens only) plus 1 - cosine of the pooled embeddings; with scale (the original's per-dimension
+    spread, acmtool.train.feature_scale), plus the MSE of the pooled embeddings in those units: what
+    a linear head on the original's standardised features sees."""
+    pooled = 1 - F.cosine_similarity(student_emb, teacher_emb, dim=-1).mean()
+    if scale is not None:
+        pooled = pooled + ((student_emb - teacher_emb) / scale).pow(2).mean()
     if student_hidden is None:
-        return cos
+        return pooled
     diff = (student_hidden - teacher_hidden).pow(2).mean(-1)
-    scale = teacher_hidden.pow(2).mean().clamp(min=1e-8)
+    size = teacher_hidden.pow(2).mean().clamp(min=1e-8)
     if mask is not None:
         m = mask.to(diff.dtype)
         mse = (diff * m).sum() / m.sum().clamp(min=1)
     else:
         mse = diff.mean()
-    return mse / scale + cos
+    return mse / size + pooled
 
 
 def gate_choice_probs(acm: AcmModule, mask: Optional[torch.Tensor] = None) -> torch.Tensor:

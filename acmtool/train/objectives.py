@@ -90,8 +90,10 @@ class FinetuneObjective(nn.Module):
     choices. The batch's achieved budget is reported either way."""
 
     def __init__(self, student: nn.Module, acms: dict[str, AcmModule], target: Optional[float],
-                 weights: tuple[float, float, float], use_labels: bool, gate_losses: bool = True):
+                 weights: tuple[float, float, float], use_labels: bool, gate_losses: bool = True,
+                 embedding_scale: Optional[torch.Tensor] = None):
         super().__init__()
+        self.embedding_scale = embedding_scale  # the original's per-dimension spread (embedding models)
         self.student = student
         self.acm_list = list(acms.values())
         self.target = target  # None: a static model, no gates
@@ -109,7 +111,8 @@ class FinetuneObjective(nn.Module):
             if self.use_labels and (labels >= 0).any():
                 task = task + F.cross_entropy(s_main[labels >= 0], labels[labels >= 0])
         else:
-            task = embedding_distillation_loss(hidden_states(out), hidden_states(teacher_out), s_main, t_main, mask)
+            task = embedding_distillation_loss(hidden_states(out), hidden_states(teacher_out), s_main, t_main, mask,
+                                               scale=self.embedding_scale)
         stats = {"task": float(task.detach())}
         loss = task
         used = [a for a in self.acm_list if a.last_onehot is not None]

@@ -31,6 +31,7 @@ from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
 from acmtool.train.capture import SiteCapture
 from acmtool.train.distributed import DistContext, all_mean, barrier, init_distributed
 from acmtool.train.evaluate import evaluate
+from acmtool.train.feature_scale import embedding_scale
 from acmtool.train.loop import GracefulStop, run_phase, to_device
 from acmtool.train.objectives import DistillObjective, FinetuneObjective, GateObjective
 from acmtool.train.options import GATE_LR, ConvertOptions
@@ -114,6 +115,9 @@ class Pipeline:
         calib = DataLoader(self.data.train, batch_size=o.batch_size, shuffle=True, collate_fn=self.data.collate,
                            generator=torch.Generator().manual_seed(o.seed + 1))
         self.calib_batches = [x for _, (x, _) in zip(range(CALIBRATION_BATCHES), calib)]
+        # embedding models: errors in the units of a linear head on the original's standardised
+        # features (the gate labels' Fisher probe and fine-tuning); None for classifiers
+        self.embedding_scale = embedding_scale(self.teacher, self.calib_batches, dev)
         if o.labels:
             self._check_label_count()
         config = AcmConfig(num_learners=o.num_learners, targets=o.targets, gumbel_tau=o.gumbel_tau)
@@ -185,7 +189,7 @@ class Pipeline:
 
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device), sensitivity=labels == "loss", generator=probe,
-                                   probes=PROBES)
+                                   probes=PROBES, scale=self.embedding_scale)
             loss, acc = obj(caps)
             return loss, {"gate_acc": acc}
         lr = self.opts.gate_lr if self.opts.gate_lr is not None else GATE_LR[labels]
@@ -222,7 +226,7 @@ class Pipeline:
             self.log(f"gates shifted to the budget before fine-tuning: {start['budget']:.3f}")
         obj = FinetuneObjective(self.student, self.acms, None if static else o.budget,
                                 (o.budget_weight, o.entropy_weight, o.diversity_weight), o.labels,
-                                gate_losses=train_gates)
+                                gate_losses=train_gates, embedding_scale=self.embedding_scale)
         wrapped = _wrap(obj, self.ctx)
         # the rest of the model stays in eval mode (no dropout: the student imitates the teacher);
         # ACMs train: their gates choose through the straight-through one-hot, with Gumbel noise
@@ -316,6 +320,9 @@ class Pipeline:
         save(self.student.cpu(), self.out, source=self.spec)
         if o.onnx:  # replaces only what this run may replace: checked above and up front
             report["onnx"] = export_after_convert(self.out, self.log, force=True)
+            if report["onnx"]:
+                from acmtool.export.dense_fallback import exported_dense_blocks
+                report["onnx_dense_blocks"] = exported_dense_blocks(report["onnx"])
         with atomic_path(report_path(self.out)) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         shutil.rmtree(self.run.folder, ignore_errors=True)
@@ -332,8 +339,10 @@ class Pipeline:
 
 def export_after_convert(output: Path, log, force: bool = False) -> Optional[str]:
     """The ONNX model beside the checkpoint (NAME.acm.onnx); a model that does not export keeps its
-    checkpoint. Static models export too, as the narrower dense model they are."""
+    checkpoint. Static models export too, as the narrower dense model they are; ACMs that cannot
+    beat their dense block export as it (acmtool.export.dense_fallback)."""
     from acmtool.export import export_checkpoint
+    from acmtool.export.dense_fallback import dense_fallback_line
     try:
         path = export_checkpoint(output, onnx_path(output), force=force)
     except Exception as e:  # export failures must not cost the trained checkpoint
@@ -341,6 +350,8 @@ def export_after_convert(output: Path, log, force: bool = False) -> Optional[str
             f"the checkpoint is saved: retry with acmtool export {output} -o {onnx_path(output)}")
         return None
     log(f"wrote {path}")
+    if dense_fallback_line(path):
+        log(dense_fallback_line(path))
     return str(path)
 
 

@@ -25,8 +25,11 @@ from acmtool.io.call import main_output
 PROBES = 8
 
 
-def fisher_probe(output, mask: Optional[torch.Tensor], generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """The scalar <output, v> whose gradient is one Hutchinson sample of J^T A^(1/2) r."""
+def fisher_probe(output, mask: Optional[torch.Tensor], generator: Optional[torch.Generator] = None,
+                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The scalar <output, v> whose gradient is one Hutchinson sample of J^T A^(1/2) r. With scale
+    (an embedding's per-dimension spread), A = diag(1 / scale^2): the error a linear head on the
+    standardised embedding sees, which fine-tuning then minimises (acmtool.train.feature_scale)."""
     kind, main = main_output(output, mask)
     r = torch.randn(main.shape, generator=generator, dtype=main.dtype, device="cpu").to(main.device)
     if kind == "logits":
@@ -35,4 +38,6 @@ def fisher_probe(output, mask: Optional[torch.Tensor], generator: Optional[torch
         # v = (diag(sqrt p) - p sqrt(p)^T) r has covariance diag(p) - p p^T (the p sum to 1)
         v = sq * r - p * (sq * r).sum(-1, keepdim=True)
         return (main * v).sum()
+    if scale is not None:
+        return (main / scale * r).sum()
     return (F.normalize(main, dim=-1) * r).sum()
