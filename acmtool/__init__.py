@@ -10,8 +10,25 @@ from acmtool.errors import AcmCheckFailed, AcmInputError
 from acmtool.layers import AcmGate, AcmMlp, AcmModule, AcmProjection, fixed_k, set_impl
 
 __all__ = ["AcmCheckFailed", "AcmConfig", "AcmGate", "AcmInputError", "AcmMlp", "AcmModule", "AcmProjection",
-           "AttentionLayout", "MlpLayout", "__version__", "acmize_", "fixed_k", "load", "register_adapter",
-           "register_finder", "save", "set_impl"]
+           "AttentionLayout", "MlpLayout", "__version__", "acmize_", "convert", "export", "fixed_k", "load", "register_adapter",
+           "register_finder", "runtime", "save", "set_impl"]
+
+# Reached as attributes and imported on first use, so that `import acmtool` stays light:
+# acmtool.runtime.session(...), acmtool.export(model, path, example_inputs=...) (a callable package).
+_LAZY = ("data", "export", "runtime")
+
+
+def convert(model, budget, data=None, output=None, **kwargs):
+    """Convert a model to ACMs and train them to the budget; see acmtool.api.convert."""
+    from acmtool.api import convert as _convert
+    return _convert(model, budget, data, output, **kwargs)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f"acmtool.{name}")
+    raise AttributeError(f"module 'acmtool' has no attribute {name!r}")
 
 
 def save(model, path, source=None):

@@ -217,10 +217,10 @@ def test_errors_missing_and_unknown(tmp_path, tiny_vit):
     _one_line_error("no such file or folder", load_data, str(tmp_path / "nope"), tiny_vit, TIMM_SPEC)
     msg = _one_line_error("unknown dataset 'mnist'", load_data, "mnist", tiny_vit, TIMM_SPEC)
     assert all(name in msg for name in NAMED_DATASETS)
-    (tmp_path / "d.csv").write_text("1,2\n")
-    _one_line_error("does not read .csv files", load_data, str(tmp_path / "d.csv"), tiny_vit, TIMM_SPEC)
-    _one_line_error("val_fraction", load_data, str(tmp_path / "d.csv"), tiny_vit, TIMM_SPEC, val_fraction=1)
-    _one_line_error("max_samples", load_data, str(tmp_path / "d.csv"), tiny_vit, TIMM_SPEC, max_samples=0)
+    (tmp_path / "d.xml").write_text("<a/>\n")
+    _one_line_error("does not read .xml files", load_data, str(tmp_path / "d.xml"), tiny_vit, TIMM_SPEC)
+    _one_line_error("val_fraction", load_data, str(tmp_path / "d.xml"), tiny_vit, TIMM_SPEC, val_fraction=1)
+    _one_line_error("max_samples", load_data, str(tmp_path / "d.xml"), tiny_vit, TIMM_SPEC, max_samples=0)
 
 
 def test_errors_image_folders(tmp_path, tiny_vit, image_folder):

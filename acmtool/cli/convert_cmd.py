@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from acmtool.cli.main import cli
-from acmtool.cli.options import model_source_options, parse_model_args
+from acmtool.cli.options import model_source_options, parse_model_args, text_column_options
 from acmtool.errors import AcmInputError
 from acmtool.train.options import GATE_LABELS
 
@@ -23,7 +23,10 @@ def default_output(model: str) -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The ACM checkpoint to write (default: NAME.acm.safetensors); the report goes beside it.")
 @click.option("--budget", type=float, default=None, help="Target fraction of learner compute, in (0, 1].")
-@click.option("--data", default=None, help="Training data: an image folder, .npz, .txt, fashion-mnist, fortunes.")
+@click.option("--data", default=None,
+              help="Training data: an image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist, fortunes. Without it, --budget "
+                   "distils on the built-in data for the model's inputs (fashion-mnist images or fortunes text).")
+@text_column_options
 @click.option("--learners", "num_learners", type=click.IntRange(min=1), default=4, show_default=True,
               help="N, the learners per ACM.")
 @click.option("--targets", type=click.Choice(["mlp", "mlp+attn"]), default="mlp", show_default=True,
@@ -51,30 +54,32 @@ def default_output(model: str) -> Path:
 @click.option("--max-samples", type=click.IntRange(min=2), default=None, help="Use a seeded subset of the data.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda when torch sees a GPU, else cpu), cpu or cuda.")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True,
               help="Save the run's state this often (and after each phase).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
 @click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model (NAME.acm.onnx) beside the checkpoint.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (checkpoint, report, ONNX model); without it "
                                             "convert refuses before any work.")
-def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, num_learners, targets,
+def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, text_column, label_column,
+                num_learners, targets,
                 static, labels, finetune_gates, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
                 gate_lr, finetune_lr, tau, gate_labels, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx,
                 force):
     """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
-    checkpoint, and export it to NAME.acm.onnx beside it. With --data and --budget the ACMs are trained
-    to the budget; without --data they are only initialised from the original weights. Existing
-    outputs are never replaced without --force (or, for a run's own files, --resume)."""
+    checkpoint, and export it to NAME.acm.onnx beside it. With --budget the ACMs are trained to the
+    budget, on --data or, without it, on the built-in data for the model's inputs; without --budget
+    they are only initialised from the original weights. Existing outputs are never replaced without
+    --force (or, for a run's own files, --resume)."""
     out = Path(output) if output else default_output(model)
     model_kwargs = parse_model_args(model_args)
-    if data is None:
-        if budget is not None or static or resume:
-            raise AcmInputError("--budget, --static and --resume train the ACMs and need --data")
+    if budget is None:
+        if data is not None or static or resume:
+            raise AcmInputError(f"{'--data' if data is not None else '--static' if static else '--resume'} needs "
+                                f"--budget: the fraction of learner compute to keep, in (0, 1]")
         return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, not no_onnx,
                           force)
-    if budget is None:
-        raise AcmInputError("--data needs --budget: the fraction of learner compute to keep, in (0, 1]")
     from acmtool.train.options import ConvertOptions
     from acmtool.train.pipeline import convert, report_path
     opts = ConvertOptions(
@@ -83,7 +88,8 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         finetune_gates=finetune_gates,
         distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
         batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau, gate_labels=gate_labels,
-        max_samples=max_samples, val_fraction=val_fraction, seed=seed, device=device,
+        max_samples=max_samples, text_column=text_column, label_column=label_column, val_fraction=val_fraction,
+        seed=seed, device=device,
         checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx, force=force)
     report = convert(opts)
     if report.get("validation"):

@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from acmtool.cli.main import cli
+from acmtool.cli.options import text_column_options
 
 FEW_SAMPLES = 1000  # below this, differences of a point or so are hard to tell from noise (DESIGN.md)
 
@@ -92,7 +93,12 @@ def render_with_baseline(r: dict, where: str) -> str:
 
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, help="An image folder, .npz, .txt, fashion-mnist or fortunes.")
+@click.option("--data", default=None,
+              help="An image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist or fortunes: its validation split "
+                   "(or test set) is scored, and its training split fits the embedding models' probe.")
+@click.option("--test-data", default=None,
+              help="A separate labelled source to score, every sample of it (--data then only fits the probe).")
+@text_column_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
               help="The validation split (as convert made it) or the dataset's test set, where it has one.")
@@ -103,7 +109,8 @@ def render_with_baseline(r: dict, where: str) -> str:
 @click.option("--max-samples", type=click.IntRange(min=2), default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
-def eval_cmd(checkpoint, data, json_path, split, baseline, batch_size, max_samples, device, force):
+def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, split, baseline, batch_size,
+             max_samples, device, force):
     """Evaluate CHECKPOINT against its original model on DATA: accuracy for classifiers; cosine
     similarity, the drop-in probe (a logistic regression fitted on the original's features) and a
     refit probe (fitted on the model's own) for embedding models; each difference with its paired
@@ -114,8 +121,9 @@ def eval_cmd(checkpoint, data, json_path, split, baseline, batch_size, max_sampl
     if json_path:
         refuse_existing([json_path], force)
     report = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, max_samples=max_samples,
-                                 device=device, baseline=baseline)
-    where = f"{split} split of {data}"
+                                 device=device, baseline=baseline, test_data=test_data,
+                                 columns={"text_column": text_column, "label_column": label_column})
+    where = f"all of {test_data}" if test_data else f"{split} split of {data}"
     click.echo(render_with_baseline(report, where) if baseline else render_eval(report, where))
     if json_path:
         with atomic_path(json_path) as tmp:

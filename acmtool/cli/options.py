@@ -29,3 +29,12 @@ def parse_model_args(text):
     if not isinstance(value, dict):
         raise AcmInputError("--model-args must be a JSON object")
     return value
+
+
+def text_column_options(f):
+    """--text-column / --label-column: the columns of a .csv, .tsv or .jsonl table of text."""
+    f = click.option("--label-column", default=None,
+                     help="Table data: the column of labels (default: label, class, category, ... if present).")(f)
+    return click.option("--text-column", default=None,
+                        help="Table data (.csv, .tsv, .jsonl): the column of text (default: text, sentence, "
+                             "content, ... or the only text column).")(f)

@@ -8,6 +8,7 @@ Cheap to import: torchvision, timm and transformers load inside the loaders that
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,18 +20,31 @@ from acmtool.data.task_data import Loaded, PadCollate, StackCollate, TaskData
 from acmtool.errors import AcmInputError
 
 NAMED_DATASETS = ("fashion-mnist", "fortunes")
-FILE_KINDS = "a folder of images (class subfolders give labels), a .npz with x (and y), a .txt file"
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")  # acmtool.data.tables
+FILE_KINDS = ("a folder of images (class subfolders give labels), a .npz with x (and y), a .txt file, a .csv/.tsv/"
+              ".jsonl table of text (and labels)")
 
 __all__ = ["NAMED_DATASETS", "PadCollate", "StackCollate", "TaskData", "load_data", "split_indices",
            "subset_indices"]
 
 
 def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: float = 0.1, seed: int = 0,
-              max_samples: Optional[int] = None, text_max_length: int = 128) -> TaskData:
+              max_samples: Optional[int] = None, text_max_length: int = 128, text_column: Optional[str] = None,
+              label_column: Optional[str] = None, tokenizer=None, transform=None) -> TaskData:
     """Read DATA for `model` (built from `spec`, see acmtool.io.sources), split it seeded into train
-    and val. Every problem with the input is an AcmInputError raised before the data is processed."""
+    and val. Every problem with the input is an AcmInputError raised before the data is processed.
+    text_column / label_column: the columns of a table (acmtool.data.tables; guessed when None).
+    A source that is not a path or a name is data as Python objects (acmtool.data.python_data, which
+    tokenizer and transform are for)."""
     _check_options(val_fraction, seed, max_samples, text_max_length)
-    loaded = _load(str(source), model, spec or {}, max_samples, seed, text_max_length)
+    if not isinstance(source, (str, os.PathLike)):
+        from acmtool.data.python_data import from_python
+        loaded = from_python(source, tokenizer=tokenizer, transform=transform, max_samples=max_samples, seed=seed,
+                             max_length=text_max_length)
+        source = f"<{type(source).__name__} from Python>"
+    else:
+        columns = {"text_column": text_column, "label_column": label_column}
+        loaded = _load(str(source), model, spec or {}, max_samples, seed, text_max_length, columns)
     if len(loaded.dataset) == 0:
         raise AcmInputError(f"{source}: no samples in it")
     train, val = split_indices(len(loaded.dataset), val_fraction, seed)
@@ -39,7 +53,10 @@ def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: 
                     source=str(source), collate=loaded.collate, test=loaded.test)
 
 
-def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_length: int) -> Loaded:
+def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_length: int, columns: dict) -> Loaded:
+    given = [f"--{k.replace('_', '-')}" for k, v in columns.items() if v is not None]
+    if given and Path(source).suffix.lower() not in TABLE_SUFFIXES:
+        raise AcmInputError(f"{' and '.join(given)} name columns of a .csv, .tsv or .jsonl table; {source} is not one")
     name = source.strip().lower()
     if name == "fashion-mnist":
         from acmtool.data.named import fashion_mnist
@@ -59,6 +76,9 @@ def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_lengt
         return load_folder(path, model, spec, max_samples, seed)
     _check_file(path)
     suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        from acmtool.data.tables import load_table
+        return load_table(path, model, spec, max_samples, seed, text_max_length, **columns)
     if suffix == ".npz":
         from acmtool.data.arrays import load_npz
         return load_npz(path, max_samples, seed)

@@ -149,20 +149,44 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     return path
 
 
+def export_model(model, path=None, example_inputs=None, format: str = "custom-op", force: bool = False,
+                 dense_above: Optional[float] = DENSE_ABOVE) -> Path:
+    """`acmtool.export(...)`: an ACM model (an nn.Module, or the path of its checkpoint) to ONNX.
+
+    A module needs `path`; its example inputs default to one of the model's own kind (timm and
+    Hugging Face models; batch 2) and an AcmInputError says when they must be given. ACMs whose
+    mean k on the conversion's held-out data (the report of a converted model) reaches
+    dense_above export as their dense block."""
+    if not isinstance(model, nn.Module):
+        return export_checkpoint(model, path, format, force=force, dense_above=dense_above)
+    if path is None:
+        raise AcmInputError("acmtool.export(model, path): give the .onnx path to write")
+    info = getattr(model, "acmtool_info", {}) or {}
+    inputs = example_inputs if example_inputs is not None else _example_batch(model, info.get("source") or {})
+    dense = dense_choice(model, mean_k_of_checkpoint(info), dense_above)
+    return export_onnx(model, path, inputs, format, force=force, dense=dense)
+
+
+def _example_batch(model: nn.Module, source: dict):
+    """An example input of batch 2 for the trace (torch.export would keep a batch of 1 static)."""
+    from acmtool.io.sources import example_inputs
+    inputs = example_inputs(model, source)
+    if isinstance(inputs, torch.Tensor) and inputs.shape[0] == 1:
+        return inputs.repeat(2, *([1] * (inputs.dim() - 1)))
+    if isinstance(inputs, dict):
+        return {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+    return inputs
+
+
 def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool = False,
                       dense_above: Optional[float] = DENSE_ABOVE) -> Path:
     """Export an ACM checkpoint; `path` defaults to NAME.acm.onnx beside it. An existing output is
     refused (unless force) before the checkpoint is loaded. ACMs whose expected cost on the
     conversion's held-out data reaches dense_above export as their dense block (None: none do)."""
     from acmtool.io.checkpoint import load
-    from acmtool.io.sources import example_inputs
     path = Path(path) if path is not None else onnx_path(checkpoint)
     refuse_existing(onnx_outputs(path), force)
     model = load(checkpoint)
-    inputs = example_inputs(model, model.acmtool_info["source"])
-    if isinstance(inputs, torch.Tensor) and inputs.shape[0] == 1:
-        inputs = inputs.repeat(2, *([1] * (inputs.dim() - 1)))  # batch 2: torch.export keeps 1 static
-    elif isinstance(inputs, dict):
-        inputs = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+    inputs = _example_batch(model, model.acmtool_info["source"])
     dense = dense_choice(model, mean_k_of_checkpoint(model.acmtool_info), dense_above)
     return export_onnx(model, path, inputs, fmt, force=force, dense=dense)

@@ -32,7 +32,8 @@ def save(model: nn.Module, path, source: Optional[dict] = None) -> Path:
     info = dict(acm_info(model))
     if source is not None:
         info["source"] = source
-    info.setdefault("source", user_spec(model))
+    if "source" not in info:
+        info["source"] = user_spec(model, info.get("config"))
     metadata = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, "acmtool_version": __version__,
                 "info": json.dumps(info, default=str)}
     path = Path(path)

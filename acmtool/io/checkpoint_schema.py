@@ -62,7 +62,10 @@ def _report(report) -> None:
         raise J.BadValue(f"info.report: expected an object, got {J._kind(report)}")
     options = report.get("options")
     if options is not None:
-        J.obj(options, "info.report.options", optional=("seed", "val_fraction", "max_samples"))
+        J.obj(options, "info.report.options",
+              optional=("seed", "val_fraction", "max_samples", "text_column", "label_column"))
         J.optional(J.integer, options.get("seed"), "info.report.options.seed", -(1 << 63), (1 << 64) - 1)
         J.optional(J.number, options.get("val_fraction"), "info.report.options.val_fraction", 0.0, 0.99)
         J.optional(J.integer, options.get("max_samples"), "info.report.options.max_samples", 2, _BIG)
+        for key in ("text_column", "label_column"):  # column names of a table, read back by eval
+            J.optional(J.string, options.get(key), f"info.report.options.{key}", 256)

@@ -128,10 +128,17 @@ def load_original(spec: dict) -> nn.Module:
     return build_from_spec(spec)
 
 
-def user_spec(model: nn.Module) -> dict:
+def user_spec(model: nn.Module, acm_config: Optional[dict] = None) -> dict:
+    """The spec of a model built in Python: a transformers model by its config, a timm model by its
+    name and the arguments that rebuild it (acmtool.io.timm_spec), else the class alone (loading
+    then needs the model: acmtool.load(path, model=...))."""
     cls = type(model)
     if hasattr(model, "config") and type(model).__module__.startswith("transformers."):
         return {"kind": "hf", "class": cls.__name__, "config": model.config.to_dict(), "path": None}
+    from acmtool.io.timm_spec import timm_spec
+    spec = timm_spec(model, acm_config)
+    if spec is not None:
+        return spec
     return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
 
 

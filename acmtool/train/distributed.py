@@ -25,8 +25,16 @@ class DistContext:
         return self.world > 1
 
 
-def init_distributed(device: str = "cpu") -> DistContext:
+def resolve_device(device: str) -> str:
+    """--device auto: cuda when torch sees a GPU, else cpu; any other value as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistContext:
     """Reads torchrun's environment; gloo on CPU, nccl on GPU. A single process needs nothing."""
+    device = resolve_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise AcmInputError("--device cuda: no CUDA device is visible here; use --device cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))

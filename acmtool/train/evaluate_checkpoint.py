@@ -64,38 +64,54 @@ def check_same_split(path, info: dict, baseline, base_info: dict, max_samples: O
                             f"so each one's validation samples may be the other's training data; use --split test")
 
 
-def evaluate_checkpoint(path, data: str, split: str = "val", batch_size: int = 64,
-                        max_samples: Optional[int] = None, device: str = "cpu", baseline=None) -> dict:
+def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_size: int = 64,
+                        max_samples: Optional[int] = None, device: str = "cpu", baseline=None,
+                        test_data: Optional[str] = None, columns: Optional[dict] = None) -> dict:
     """The report of `acmtool eval`. With a baseline checkpoint (same original model), it is
     evaluated on the same samples, the original run once for both: report["baseline"] holds its
-    report and report["vs_baseline"] the paired differences (this checkpoint - the baseline)."""
+    report and report["vs_baseline"] the paired differences (this checkpoint - the baseline).
+    test_data: score every sample of that source instead of a split of `data` (which then only
+    trains the embedding models' probe, and may be None); columns: text_column / label_column of
+    tables."""
     from acmtool.data import load_data
+    if data is None and test_data is None:
+        raise AcmInputError("give --data (its validation or test split is scored) or --test-data")
     student = load(path)
     info = student.acmtool_info
+    # table columns: as given, else as the conversion was given them
+    recorded = (info.get("report") or {}).get("options") or {}
+    columns = {k: (columns or {}).get(k) or recorded.get(k) for k in ("text_column", "label_column")}
     other = None
     if baseline is not None:
         other = load(baseline)
         check_same_original(path, info, baseline, other.acmtool_info)
-        if split == "val":
+        if split == "val" and test_data is None:
             check_same_split(path, info, baseline, other.acmtool_info, max_samples)
     teacher = load_original(info["source"]).eval()
     # the same split as the conversion: same seed and validation fraction, same subset
     opts = split_options(info)
     if max_samples is not None:
         opts["max_samples"] = max_samples
-    task = load_data(data, teacher, info["source"], **opts)
-    if split == "test":
+    task = load_data(data, teacher, info["source"], **opts, **columns) if data is not None else None
+    if test_data is not None:  # every sample of it, none held back
+        test = load_data(test_data, teacher, info["source"], val_fraction=0.0, seed=opts["seed"],
+                         max_samples=max_samples, **columns)
+        dataset, kind, collate, split = test.train, test.kind, test.collate, "test-data"
+        if task is not None and task.kind != test.kind:
+            raise AcmInputError(f"--test-data {test_data} holds {test.kind} and --data {data} {task.kind}")
+    elif split == "test":
         if task.test is None:
-            raise AcmInputError(f"{data} has no test set; use --split val")
-        dataset = task.test
+            raise AcmInputError(f"{data} has no test set; use --split val, or give --test-data")
+        dataset, kind, collate = task.test, task.kind, task.collate
     else:
-        dataset = task.val
+        dataset, kind, collate = task.val, task.kind, task.collate
     dev = torch.device(device)
-    loader = eval_loader(dataset, batch_size, task.collate, task.kind)
-    probe = eval_loader(task.train, batch_size, task.collate, task.kind) if task.num_classes else None
+    loader = eval_loader(dataset, batch_size, collate, kind)
+    probe = eval_loader(task.train, batch_size, task.collate, task.kind) if task is not None and task.num_classes \
+        else None
     report, ev = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe)
     report.update(checkpoint=str(path), data=data, split=split, static=bool(info.get("static")),
-                  budget_target=info.get("budget"))
+                  budget_target=info.get("budget"), test_data=test_data)
     if other is not None:
         base_info = other.acmtool_info
         base, base_ev = evaluate(other.to(dev), teacher, loader, dev, base_info.get("flops_profile"),

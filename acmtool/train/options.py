@@ -21,7 +21,7 @@ GATE_LR = {"loss": 2e-2, "budget": 1e-3, "tau": 1e-3}
 class ConvertOptions:
     model: str
     budget: float
-    data: str
+    data: Optional[str]  # None: the built-in data for the model's inputs (acmtool.data.default)
     output: str
     weights: Optional[str] = None
     arch: Optional[str] = None
@@ -51,8 +51,10 @@ class ConvertOptions:
     diversity_weight: float = 0.05
     val_fraction: float = 0.1
     max_samples: Optional[int] = None
+    text_column: Optional[str] = None  # tables of text (.csv, .tsv, .jsonl): guessed when None
+    label_column: Optional[str] = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
     checkpoint_minutes: float = 5.0
     resume: bool = False
     workers: int = 0

@@ -70,8 +70,15 @@ def _gate_params(acms: dict) -> list:
 
 
 class Pipeline:
-    def __init__(self, opts: ConvertOptions):
+    """One conversion. model / data: Python objects instead of opts.model / opts.data (acmtool.convert);
+    write_files=False keeps the result in memory (the run's state still goes to opts.output's run
+    folder while it trains, so that it can be resumed)."""
+
+    def __init__(self, opts: ConvertOptions, model: Optional[nn.Module] = None, data=None, tokenizer=None,
+                 transform=None, write_files: bool = True):
         self.opts = opts
+        self.model_obj, self.data_obj = model, data
+        self.tokenizer, self.transform, self.write_files = tokenizer, transform, write_files
         self.started = time.time()
         self.ctx = init_distributed(opts.device)
         self.out = Path(opts.output)
@@ -84,6 +91,8 @@ class Pipeline:
     # --- set-up ----------------------------------------------------------------------------
     def outputs(self) -> list:
         """Every file the run writes: checkpoint, report, and the ONNX model and its external data."""
+        if not self.write_files:
+            return []
         return [self.out, report_path(self.out)] + (onnx_outputs(onnx_path(self.out)) if self.opts.onnx else [])
 
     def prepare(self) -> None:
@@ -96,11 +105,22 @@ class Pipeline:
                                 f"delete that folder to start again")
         if not o.resume:  # a resumed run may replace its own files (written before it was stopped)
             refuse_existing(self.outputs(), o.force)
-        loaded = load_model(o.model, weights=o.weights, arch=o.arch, trust_pickle=o.trust_pickle,
-                            model_kwargs=o.model_args)
+        if self.model_obj is not None:
+            from acmtool.io.sources import LoadedModel, user_spec
+            loaded = LoadedModel(self.model_obj, user_spec(self.model_obj))
+        else:
+            loaded = load_model(o.model, weights=o.weights, arch=o.arch, trust_pickle=o.trust_pickle,
+                                model_kwargs=o.model_args)
         self.spec = loaded.spec
-        self.data = load_data(o.data, loaded.model, loaded.spec, val_fraction=o.val_fraction, seed=o.seed,
-                              max_samples=o.max_samples)
+        source, max_samples = (self.data_obj if self.data_obj is not None else o.data), o.max_samples
+        if source is None:  # the built-in data for the model's inputs, capped
+            from acmtool.data.default import DEFAULT_MAX_SAMPLES, default_data, default_data_line
+            source = default_data(loaded.model, loaded.spec)
+            max_samples = max_samples or DEFAULT_MAX_SAMPLES
+            self.log(default_data_line(source, max_samples))
+        self.data = load_data(source, loaded.model, loaded.spec, val_fraction=o.val_fraction, seed=o.seed,
+                              max_samples=max_samples, text_column=o.text_column, label_column=o.label_column,
+                              tokenizer=self.tokenizer, transform=self.transform)
         if o.labels and self.data.num_classes is None:
             raise AcmInputError(f"--labels: {o.data} has no labels")
         if o.resume:
@@ -290,8 +310,13 @@ class Pipeline:
         if not o.static:
             calibration = calibrate_budget(self.student, self.calib_batches, o.budget, self.ctx.device)
         report = self.report(calibration)
+        info = self.student.acmtool_info
+        info.update(budget=o.budget, static=o.static, report=report)
         if self.ctx.is_main:
-            self.write(report)
+            if self.write_files:
+                self.write(report)
+            else:
+                shutil.rmtree(self.run.folder, ignore_errors=True)
         barrier(self.ctx)
         return report
 
@@ -303,8 +328,10 @@ class Pipeline:
             validation, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
                                      probe_loader=eval_loader(self.data.train, self.opts.batch_size, self.data.collate,
                                                               self.data.kind) if self.data.num_classes else None)
-        return {"model": o.model, "data": o.data, "budget_target": o.budget, "static": o.static,
-                "options": {"seed": o.seed, "val_fraction": o.val_fraction, "max_samples": o.max_samples},
+        return {"model": o.model, "data": self.data.source, "default_data": o.data is None,
+                "budget_target": o.budget, "static": o.static, "device": str(self.ctx.device),
+                "options": {"seed": o.seed, "val_fraction": o.val_fraction, "max_samples": o.max_samples,
+                            "text_column": o.text_column, "label_column": o.label_column},
                 "targets": o.targets, "num_learners": o.num_learners, "processes": self.ctx.world,
                 "phases": self.run.data.get("history", {}), "budget_calibration": calibration,
                 "validation": validation, "wall_time_s": time.time() - self.started}
@@ -313,10 +340,6 @@ class Pipeline:
         o = self.opts
         if not (o.force or o.resume):
             self._refuse_new_files()
-        info = self.student.acmtool_info
-        info["budget"] = o.budget
-        info["static"] = o.static
-        info["report"] = report
         save(self.student.cpu(), self.out, source=self.spec)
         if o.onnx:  # replaces only what this run may replace: checked above and up front
             report["onnx"] = export_after_convert(self.out, self.log, force=True)

