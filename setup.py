@@ -44,6 +44,7 @@ setup(
         "models": ["timm>=1.0", "transformers>=4.40"],
         "onnx": ["onnx", "onnxruntime>=1.29", "onnxscript"],
         "plot": ["matplotlib>=3.5"],
+        "data": ["pyarrow"],  # Parquet files and Hugging Face datasets folders
         "test": ["pytest"],
     },
     entry_points={"console_scripts": ["acmtool=acmtool.cli.main:main"]},

@@ -80,7 +80,7 @@ def test_bad_jsonl_and_misplaced_columns(tmp_path):
         load_data(str(path), None, minilm())
     txt = tmp_path / "t.txt"
     txt.write_text("hello\n", encoding="utf-8")
-    with pytest.raises(AcmInputError, match="--text-column name columns of a .csv, .tsv or .jsonl table"):
+    with pytest.raises(AcmInputError, match="--text-column name columns of a .csv, .tsv, .jsonl or .parquet table"):
         load_data(str(txt), None, minilm(), text_column="text")
 
 
@@ -102,3 +102,47 @@ def test_convert_from_jsonl_and_eval_on_separate_test_data(tmp_path):
     assert ev["eval_samples"] == 12 and ev["test_data"] == str(test) and "dropin_probe" in ev["vs_original"]
     r = CliRunner().invoke(cli, ["eval", str(out)])
     assert r.exit_code == 2 and "give --data" in r.output
+
+
+def _arrow_split(folder, rows, header=("text", "label")):
+    """A split folder as datasets' save_to_disk writes it: an Arrow stream file, state.json."""
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    import pyarrow.ipc as ipc
+    folder.mkdir(parents=True)
+    table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(header)})
+    with ipc.new_stream(str(folder / "data-00000-of-00001.arrow"), table.schema) as writer:
+        writer.write_table(table)
+    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    (folder / "dataset_info.json").write_text("{}")
+    return folder
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    import pyarrow.parquet as pq
+    table = pa.table({"sentence": [t for t, _ in ROWS], "label": [float(i % 2) for i in range(len(ROWS))]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    data = load_data(str(tmp_path / "d.parquet"), None, minilm(), val_fraction=0)
+    assert data.num_classes == 2 and data.class_names == ["0", "1"] and len(data.train) == len(ROWS)
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(AcmInputError, match="not a readable Parquet file"):
+        load_data(str(tmp_path / "bad.parquet"), None, minilm())
+
+
+def test_datasets_folders(tmp_path):
+    # one Dataset saved alone, and a DatasetDict with train and test splits
+    one = _arrow_split(tmp_path / "one", ROWS)
+    data = load_data(str(one), None, minilm(), val_fraction=0)
+    assert data.num_classes == 2 and len(data.train) == len(ROWS) and data.test is None
+    both = tmp_path / "dict"
+    _arrow_split(both / "train", ROWS)
+    _arrow_split(both / "test", ROWS[:6])
+    (both / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    data = load_data(str(both), None, minilm(), val_fraction=0.25, label_column="label")
+    assert len(data.train) + len(data.val) == len(ROWS) and len(data.test) == 6
+    only_test = tmp_path / "only"
+    _arrow_split(only_test / "validation", ROWS)
+    _arrow_split(only_test / "test", ROWS)
+    (only_test / "dataset_dict.json").write_text(json.dumps({"splits": ["validation", "test"]}))
+    with pytest.raises(AcmInputError, match="splits validation, test and no 'train'"):
+        load_data(str(only_test), None, minilm())

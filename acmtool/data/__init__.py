@@ -20,9 +20,9 @@ from acmtool.data.task_data import Loaded, PadCollate, StackCollate, TaskData
 from acmtool.errors import AcmInputError
 
 NAMED_DATASETS = ("fashion-mnist", "fortunes")
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")  # acmtool.data.tables
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")  # acmtool.data.tables
 FILE_KINDS = ("a folder of images (class subfolders give labels), a .npz with x (and y), a .txt file, a .csv/.tsv/"
-              ".jsonl table of text (and labels)")
+              ".jsonl/.parquet table of text (and labels), a datasets folder")
 
 __all__ = ["NAMED_DATASETS", "PadCollate", "StackCollate", "TaskData", "load_data", "split_indices",
            "subset_indices"]
@@ -55,8 +55,9 @@ def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: 
 
 def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_length: int, columns: dict) -> Loaded:
     given = [f"--{k.replace('_', '-')}" for k, v in columns.items() if v is not None]
-    if given and Path(source).suffix.lower() not in TABLE_SUFFIXES:
-        raise AcmInputError(f"{' and '.join(given)} name columns of a .csv, .tsv or .jsonl table; {source} is not one")
+    if given and Path(source).suffix.lower() not in TABLE_SUFFIXES and not _is_datasets_folder(source):
+        raise AcmInputError(f"{' and '.join(given)} name columns of a .csv, .tsv, .jsonl or .parquet table or a "
+                            f"datasets folder; {source} is none of these")
     name = source.strip().lower()
     if name == "fashion-mnist":
         from acmtool.data.named import fashion_mnist
@@ -71,6 +72,9 @@ def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_lengt
                                 f"{', '.join(NAMED_DATASETS)}; or give {FILE_KINDS}")
         raise AcmInputError(f"{source}: no such file or folder; give {FILE_KINDS}, or a named dataset "
                             f"({', '.join(NAMED_DATASETS)})")
+    if _is_datasets_folder(source):
+        from acmtool.data.tables import load_datasets_folder
+        return load_datasets_folder(path, model, spec, max_samples, seed, text_max_length, **columns)
     if path.is_dir():
         from acmtool.data.images import load_folder
         return load_folder(path, model, spec, max_samples, seed)
@@ -87,6 +91,12 @@ def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_lengt
         return load_text_file(path, model, spec, max_samples, seed, text_max_length)
     raise AcmInputError(f"{source}: acmtool does not read {suffix or 'extension-less'} files as data; give "
                         f"{FILE_KINDS}, or a named dataset ({', '.join(NAMED_DATASETS)})")
+
+
+def _is_datasets_folder(source: str) -> bool:
+    """A Hugging Face datasets folder (save_to_disk): dataset_dict.json, or state.json beside .arrow files."""
+    path = Path(source).expanduser()
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
 
 
 def _check_file(path: Path) -> None:

@@ -1,4 +1,7 @@
-"""Text in tables: CSV, TSV and JSON Lines files with a text column and, optionally, a label column.
+"""Text in tables: CSV, TSV, JSON Lines and Parquet files, and Hugging Face `datasets` folders
+(written by save_to_disk; a DatasetDict's train split is the data, its test split the test set),
+with a text column and, optionally, a label column. Parquet and datasets folders are read with
+pyarrow (only the two columns; Arrow files memory-mapped).
 
     --text-column NAME   (default: the first of TEXT_GUESSES present, else the only text column)
     --label-column NAME  (default: the first of LABEL_GUESSES present, else none: unlabelled)
@@ -24,9 +27,44 @@ LABEL_GUESSES = ("label", "labels", "class", "category", "target", "topic")
 MAX_CELL = 1 << 24
 
 
+def _pyarrow():
+    try:
+        import pyarrow
+        return pyarrow
+    except ImportError:
+        raise AcmInputError("Parquet files and datasets folders need pyarrow: pip install pyarrow") from None
+
+
+def read_arrow(path: Path) -> tuple[list, list]:
+    """(column names, rows) of a .parquet file or of the .arrow files of one datasets split folder."""
+    pa = _pyarrow()
+    try:
+        if path.is_dir():
+            import pyarrow.ipc as ipc
+            files = sorted(path.glob("*.arrow"))
+            if not files:
+                raise AcmInputError(f"{path}: no .arrow files in this datasets folder")
+            tables = []
+            for f in files:
+                with pa.memory_map(str(f)) as source:
+                    tables.append(ipc.open_stream(source).read_all())
+            table = pa.concat_tables(tables)
+        else:
+            import pyarrow.parquet as pq
+            table = pq.read_table(str(path))
+    except AcmInputError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise AcmInputError(f"{path}: not a readable {'datasets folder' if path.is_dir() else 'Parquet file'} "
+                            f"({str(e).splitlines()[0][:200]})") from None
+    return table.column_names, table.to_pylist()
+
+
 def read_table(path: Path) -> tuple[list, list]:
-    """(column names, rows as dicts) of a .csv, .tsv or .jsonl file."""
+    """(column names, rows as dicts) of a .csv, .tsv, .jsonl or .parquet file or a datasets split folder."""
     suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".parquet":
+        return read_arrow(path)
     try:
         if suffix == ".jsonl":
             return _read_jsonl(path)
@@ -91,6 +129,38 @@ def pick_columns(path: Path, columns: list, rows: list, text_column: Optional[st
     return text_column, label_column
 
 
+def datasets_splits(folder: Path) -> Optional[dict]:
+    """{split: folder} of a datasets folder (save_to_disk of a DatasetDict, or of one Dataset as
+    {"train": folder}); None when the folder is not one."""
+    if (folder / "dataset_dict.json").is_file():
+        try:
+            names = json.loads((folder / "dataset_dict.json").read_text()).get("splits") or []
+        except (OSError, ValueError, AttributeError):
+            raise AcmInputError(f"{folder}/dataset_dict.json is damaged; save the dataset again") from None
+        return {str(n): folder / str(n) for n in names if (folder / str(n)).is_dir()}
+    if (folder / "state.json").is_file() and list(folder.glob("*.arrow")):
+        return {"train": folder}
+    return None
+
+
+def load_datasets_folder(folder: Path, model, spec: dict, max_samples: Optional[int], seed: int, max_length: int,
+                         text_column: Optional[str] = None, label_column: Optional[str] = None) -> Loaded:
+    """The train split (or the only one) as the data, the test split, when there is one, as the test set."""
+    splits = datasets_splits(folder)
+    main = splits.get("train") or (next(iter(splits.values())) if len(splits) == 1 else None)
+    if main is None:
+        raise AcmInputError(f"{folder}: a datasets folder with the splits {', '.join(splits) or 'none'} and no "
+                            f"'train'; pass the split's own folder")
+    loaded = load_table(main, model, spec, max_samples, seed, max_length, text_column, label_column)
+    if "test" in splits and splits["test"] != main:
+        test = load_table(splits["test"], model, spec, max_samples, seed, max_length, text_column, label_column)
+        if test.class_names != loaded.class_names and test.num_classes is not None:
+            raise AcmInputError(f"{folder}: the test split's labels {test.class_names[:5]} are not the train "
+                                f"split's {(loaded.class_names or [])[:5]}")
+        loaded = loaded._replace(test=test.dataset)
+    return loaded
+
+
 def load_table(path: Path, model, spec: dict, max_samples: Optional[int], seed: int, max_length: int,
                text_column: Optional[str] = None, label_column: Optional[str] = None) -> Loaded:
     columns, rows = read_table(path)
@@ -105,6 +175,8 @@ def load_table(path: Path, model, spec: dict, max_samples: Optional[int], seed: 
         texts.append(text.strip())
         if label_col is not None:
             value = row.get(label_col)
+            if isinstance(value, float) and value.is_integer():  # Parquet may store whole numbers as floats
+                value = int(value)
             if value is None or isinstance(value, (dict, list, float)) or value == "":
                 raise AcmInputError(f"{path}: row {i + 1} has no usable label in column {label_col!r} (got "
                                     f"{value!r}); labels are strings or whole numbers")
