@@ -76,6 +76,22 @@ def test_image_folder_timm(image_folder, tiny_vit):
     pickle.loads(pickle.dumps(data.collate))
 
 
+def test_image_folder_with_split_subfolders(tmp_path, tiny_vit):
+    root = tmp_path / "ds"
+    counts = {"train": 5, "validation": 2, "test": 3}
+    for split, n in counts.items():
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                _image(root / split / cls / f"{i}.png", value=40 * i)
+    data = load_data(str(root), tiny_vit, TIMM_SPEC, val_fraction=0.5)  # val/ wins over a random share
+    assert (len(data.train), len(data.val), len(data.test)) == (10, 4, 6)
+    assert data.class_names == ["cat", "dog"] and data.num_classes == 2
+    (root / "test" / "bird").mkdir()
+    _image(root / "test" / "bird" / "x.png")
+    _one_line_error("not train/'s", load_data, str(root), tiny_vit, TIMM_SPEC)
+
+
 def test_flat_image_folder_is_unlabelled(tmp_path, gray_vit):
     for i in range(3):
         _image(tmp_path / f"{i}.png", size=(28, 28))

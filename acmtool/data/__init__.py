@@ -47,6 +47,11 @@ def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: 
         loaded = _load(str(source), model, spec or {}, max_samples, seed, text_max_length, columns)
     if len(loaded.dataset) == 0:
         raise AcmInputError(f"{source}: no samples in it")
+    if loaded.val is not None:  # the source has its own validation set
+        n = len(loaded.dataset)
+        return TaskData(train=Subset(loaded.dataset, list(range(n))), val=loaded.val,
+                        num_classes=loaded.num_classes, class_names=loaded.class_names, kind=loaded.kind,
+                        source=str(source), collate=loaded.collate, test=loaded.test)
     train, val = split_indices(len(loaded.dataset), val_fraction, seed)
     return TaskData(train=Subset(loaded.dataset, train), val=Subset(loaded.dataset, val),
                     num_classes=loaded.num_classes, class_names=loaded.class_names, kind=loaded.kind,

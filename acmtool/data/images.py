@@ -99,7 +99,23 @@ class ImageFiles(Dataset):
         return x, self.labels[i]
 
 
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def split_folders(folder: Path) -> Optional[dict]:
+    """{"train"/"val"/"test": folder} when the folder's subfolders are splits (a train/ one and
+    nothing but split names), else None (the subfolders are classes)."""
+    dirs = _visible_dirs(folder)
+    names = {d.name.lower(): d for d in dirs}
+    if "train" not in names or any(n not in SPLIT_NAMES for n in names):
+        return None
+    return {SPLIT_NAMES[n]: d for n, d in names.items()}
+
+
 def load_folder(folder: Path, model, spec: dict, max_samples: Optional[int], seed: int) -> Loaded:
+    splits = split_folders(folder)
+    if splits is not None:
+        return _load_splits(folder, splits, model, spec, max_samples, seed)
     paths, labels, class_names = list_images(folder)
     prep = image_prep(model, spec)
     keep = subset_indices(len(paths), max_samples, seed)
@@ -107,3 +123,25 @@ def load_folder(folder: Path, model, spec: dict, max_samples: Optional[int], see
     check_readable(paths)
     num_classes = len(class_names) if class_names else None
     return Loaded(ImageFiles(paths, labels, prep), num_classes, class_names, "image", StackCollate())
+
+
+def _load_splits(folder: Path, splits: dict, model, spec: dict, max_samples: Optional[int], seed: int) -> Loaded:
+    """train/ is the data, val/ the validation split (instead of a random share of train/), test/
+    the test set; every split's classes must be train/'s."""
+    prep = image_prep(model, spec)
+    parts = {}
+    for name, d in splits.items():
+        paths, labels, class_names = list_images(d)
+        keep = subset_indices(len(paths), max_samples, seed)
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+        check_readable(paths)
+        parts[name] = (paths, labels, class_names)
+    classes = parts["train"][2]
+    for name, (_, _, names) in parts.items():
+        if names != classes:
+            raise AcmInputError(f"{folder}/{splits[name].name}: its classes {(names or ['(none)'])[:4]} are not "
+                                f"train/'s {(classes or ['(none)'])[:4]}; every split needs the same class folders")
+    num_classes = len(classes) if classes else None
+    data = {name: ImageFiles(paths, labels, prep) for name, (paths, labels, _) in parts.items()}
+    return Loaded(data["train"], num_classes, classes, "image", StackCollate(), test=data.get("test"),
+                  val=data.get("val"))

@@ -39,6 +39,7 @@ class Loaded(NamedTuple):
     kind: str
     collate: Callable
     test: Optional[Dataset] = None
+    val: Optional[Dataset] = None  # a validation set of its own (a val/ folder): no random split then
 
 
 def _labels(items) -> torch.Tensor:
