@@ -59,3 +59,27 @@ def test_convert_a_pickled_timm_module_without_data(tmp_path):
 def test_training_options_need_a_budget(tmp_path, extra, message):
     r = CliRunner().invoke(cli, ["convert", "timm:test_vit", "-o", str(tmp_path / "x.acm.safetensors"), *extra])
     assert r.exit_code == 2 and message in r.output
+
+
+def test_config_file_reproduces_a_run_and_the_command_line_wins(tmp_path):
+    from tiny_run import TINY, TINY_ARGS, write_squares
+    npz = write_squares(tmp_path / "s.npz", n=64)
+    first = tmp_path / "a.acm.safetensors"
+    r = run("convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget", "0.25", "--data", npz, "-o", first,
+            "--max-steps", 2, "--batch-size", 16, "--seed", 3, "--no-onnx")
+    assert r.exit_code == 0, r.output
+    report = json.loads(report_path(first).read_text())
+    opts = report["convert_options"]
+    assert opts["seed"] == 3 and opts["budget"] == 0.25 and opts["max_steps"] == 2 and opts["onnx"] is False
+    second = tmp_path / "b.acm.safetensors"
+    # the whole report as --config: every option comes back; --seed on the command line wins
+    r = run("convert", TINY, "--config", report_path(first), "-o", second, "--seed", 4)
+    assert r.exit_code == 0, r.output
+    again = json.loads(report_path(second).read_text())["convert_options"]
+    assert {k: v for k, v in again.items() if k not in ("output", "seed")} == \
+        {k: v for k, v in opts.items() if k not in ("output", "seed")}
+    assert again["seed"] == 4 and not (tmp_path / "b.acm.onnx").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"budget": 0.5, "learning_rate": 1}))
+    r = run("convert", TINY, "--config", bad)
+    assert r.exit_code == 2 and "unknown options learning_rate" in r.output

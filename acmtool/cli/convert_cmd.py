@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from acmtool.cli.main import cli
-from acmtool.cli.options import model_source_options, parse_model_args, text_column_options
+from acmtool.cli.options import load_convert_config, model_source_options, parse_model_args, text_column_options
 from acmtool.errors import AcmInputError
 from acmtool.train.options import GATE_LABELS
 
@@ -19,6 +19,9 @@ def default_output(model: str) -> Path:
 
 @cli.command("convert")
 @click.argument("model")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=load_convert_config,
+              help="A JSON file of options (or a report: its convert_options) to start from; the command line wins.")
 @model_source_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The ACM checkpoint to write (default: NAME.acm.safetensors); the report goes beside it.")
@@ -90,7 +93,8 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau, gate_labels=gate_labels,
         max_samples=max_samples, text_column=text_column, label_column=label_column, val_fraction=val_fraction,
         seed=seed, device=device,
-        checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx, force=force)
+        checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx, force=force,
+        **click.get_current_context().meta.get("convert_extra", {}))
     report = convert(opts)
     if report.get("validation"):
         from acmtool.cli.eval_cmd import render_eval

@@ -332,6 +332,8 @@ class Pipeline:
                 "budget_target": o.budget, "static": o.static, "device": str(self.ctx.device),
                 "options": {"seed": o.seed, "val_fraction": o.val_fraction, "max_samples": o.max_samples,
                             "text_column": o.text_column, "label_column": o.label_column},
+                # every option, as `acmtool convert --config` reads them back: the run is reproducible
+                "convert_options": {k: v for k, v in o.to_dict().items() if k not in ("resume",)},
                 "targets": o.targets, "num_learners": o.num_learners, "processes": self.ctx.world,
                 "phases": self.run.data.get("history", {}), "budget_calibration": calibration,
                 "validation": validation, "wall_time_s": time.time() - self.started}
