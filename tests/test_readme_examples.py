@@ -36,3 +36,30 @@ def test_python_example_runs(index, tmp_path, monkeypatch):
             ref = scope["model"](scope["x"]).numpy()
         np.testing.assert_allclose(scope["logits"], ref, atol=1e-4, rtol=0)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def shell_lines() -> list:
+    """Every `acmtool ...` command line in the README's indented or fenced shell examples."""
+    lines = []
+    for raw in README.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        for prefix in ("torchrun --nproc-per-node=2 -m acmtool ", "acmtool "):
+            if line.startswith(prefix):
+                lines.append("acmtool " + line[len(prefix):].split("  #")[0].split(" # ")[0])
+    return lines
+
+
+def test_every_readme_command_line_names_real_commands_and_options():
+    # the shell examples cannot all run here (weights files, hours of training), but every command
+    # and every --option they name must exist, so that they do not rot either
+    from acmtool.cli.main import cli
+    lines = shell_lines()
+    assert len(lines) > 10
+    for line in lines:
+        words = line.replace("[", " ").replace("]", " ").replace("|", " ").split()
+        command = cli.commands.get(words[1])
+        assert command is not None, f"README: no command {words[1]!r} in: {line}"
+        known = {o for p in command.params for o in p.opts + p.secondary_opts}
+        for w in words[2:]:
+            if w.startswith("--"):
+                assert w.split("=")[0] in known, f"README: {words[1]} has no option {w} in: {line}"
