@@ -36,8 +36,8 @@ def node_roles(model_path) -> dict:
 
 def profile(model_path, feeds: dict, runs: int = 20, threads: Optional[int] = None,
             provider: str = "CPUExecutionProvider", warmup: int = 3) -> dict:
-    """Time per run of every node type and role, in microseconds, from `runs` profiled runs on
-    `feeds` (after `warmup` unprofiled ones, so that first-run allocations are left out):
+    """Time per run of every node type and role, in microseconds, from `runs` runs on `feeds` (after
+    `warmup` runs that the sums leave out, so that first-run allocations do not count):
     {"runs", "total_us", "by_type": {op: {"us", "share", "nodes"}}, "by_role": {role: {"us", "share"}}}.
     Node times are ORT's kernel times: what the nodes cost, without the session's own overhead."""
     from acmtool.runtime.session import import_onnxruntime, session

@@ -71,8 +71,8 @@ def _gate_params(acms: dict) -> list:
 
 class Pipeline:
     """One conversion. model / data: Python objects instead of opts.model / opts.data (acmtool.convert);
-    write_files=False keeps the result in memory (the run's state still goes to opts.output's run
-    folder while it trains, so that it can be resumed)."""
+    write_files=False keeps the result in memory: no checkpoint, report or ONNX file (the run's
+    state still goes to opts.output's run folder while it trains, and is removed at the end)."""
 
     def __init__(self, opts: ConvertOptions, model: Optional[nn.Module] = None, data=None, tokenizer=None,
                  transform=None, write_files: bool = True):
