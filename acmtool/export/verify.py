@@ -66,7 +66,12 @@ def replay(model, ks: dict):
 def _numpy_inputs(inputs, session) -> dict:
     names = [i.name for i in session.get_inputs()]
     if isinstance(inputs, dict):
-        return {k: v.numpy() for k, v in inputs.items() if k in names}
+        feeds = {k: v.numpy() for k, v in inputs.items() if k in names}
+        # a model exported with token_type_ids: the batches leave them out, and BERT-style models
+        # read that as zeros, so ONNX Runtime gets the zeros the PyTorch reference uses
+        if "token_type_ids" in names and "token_type_ids" not in feeds and "input_ids" in feeds:
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        return feeds
     return {names[0]: inputs.numpy()}
 
 
