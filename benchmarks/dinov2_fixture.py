@@ -233,6 +233,37 @@ def dinov2_folder(cache: Optional[str | os.PathLike] = None, rebuild: bool = Fal
     return str(folder)
 
 
+def dinov2_folder_at(size: int, cache: Optional[str | os.PathLike] = None) -> str:
+    """The same folder with the images resized to size x size instead of 224 (a sibling folder,
+    `<cache>-<size>px`; the weights hard-linked where the file system allows). Fashion-MNIST's 28 px
+    images lose nothing at 112 px, and a step costs about a quarter (65 tokens instead of 257)."""
+    base = Path(dinov2_folder(cache))
+    if size == ONNX_SIZE:
+        return str(base)
+    folder = base.with_name(f"{base.name}-{size}px")
+    prep = dict(PREPROCESSOR_CONFIG, size={"height": size, "width": size})
+    stamp = {"base_stamp": (base / STAMP).read_text(), "size": size}
+    try:
+        if json.loads((folder / STAMP).read_text()) == stamp:
+            return str(folder)
+    except (OSError, ValueError):
+        pass
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        shutil.copy2(base / "config.json", tmp / "config.json")
+        try:
+            os.link(base / "model.safetensors", tmp / "model.safetensors")
+        except OSError:
+            shutil.copy2(base / "model.safetensors", tmp / "model.safetensors")
+        (tmp / "preprocessor_config.json").write_text(json.dumps(prep, indent=2) + "\n")
+        (tmp / STAMP).write_text(json.dumps(stamp))
+        tmp.chmod(0o755)
+        _replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
 def _check_loads(folder: Path, n: int) -> None:
     """Every tensor lands on a parameter of Dinov2Model and none is left at its random init."""
     from transformers import Dinov2Model

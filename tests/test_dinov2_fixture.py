@@ -31,6 +31,19 @@ def test_folder_layout_and_cache(folder, capsys):
     assert "building" not in capsys.readouterr().err
 
 
+def test_folder_at_another_image_size(folder):
+    from pathlib import Path
+    small = fx.dinov2_folder_at(112, folder)
+    assert Path(small).name == Path(folder).name + "-112px"
+    pp = json.loads(open(f"{small}/preprocessor_config.json").read())
+    assert pp["size"] == {"height": 112, "width": 112}
+    assert open(f"{small}/config.json").read() == open(f"{folder}/config.json").read()
+    assert fx.dinov2_folder_at(112, folder) == small and fx.dinov2_folder_at(224, folder) == folder
+    from acmtool.io.sources import example_inputs, load_model
+    loaded = load_model(small)
+    assert tuple(example_inputs(loaded.model, loaded.spec)["pixel_values"].shape[-2:]) == (112, 112)
+
+
 def test_matches_onnx_runtime_on_real_images(folder):
     images, source = fx.real_images(4)
     if not images:
