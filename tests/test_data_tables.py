@@ -168,3 +168,14 @@ def test_datasets_folders(tmp_path):
     (only_test / "dataset_dict.json").write_text(json.dumps({"splits": ["validation", "test"]}))
     with pytest.raises(AcmInputError, match="splits validation, test and no 'train'"):
         load_data(str(only_test), None, minilm())
+
+
+def test_rows_from_python_pick_the_text_and_label_by_name():
+    # a datasets.Dataset iterates as rows like these: the text column is found by its name
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(minilm()["path"], local_files_only=True)
+    rows = [{"id": f"r{i}", "text": t, "label": i % 2} for i, (t, _) in enumerate(ROWS)]
+    data = load_data(rows, None, {}, val_fraction=0, tokenizer=tok)
+    assert data.kind == "text" and data.num_classes == 2 and len(data.train) == len(ROWS)
+    ids = data.train[0][0]["input_ids"].tolist()
+    assert tok.decode(ids, skip_special_tokens=True) == ROWS[0][0]

@@ -89,6 +89,7 @@ def test_hugging_face_text_model_from_a_list_of_strings(tmp_path):
 @pytest.mark.parametrize("data,message", [
     ([], "holds no samples"),
     (["text without a tokenizer"], "need the model's tokenizer"),
+    ([{"id": "a1", "text": "a row of a table", "label": 1}], "need the model's tokenizer"),
     ([torch.zeros(3, 32, 32), torch.zeros(3, 16, 16)], "must share one shape"),
     ([1.5, 2.5], "a sample must be a tensor"),
     (42, "expected a DataLoader"),

@@ -62,10 +62,13 @@ def _sample(element, tokenizer, max_length: int):
     if isinstance(element, (tuple, list)) and len(element) == 2 and not isinstance(element[0], (int, float)):
         element, label = element
         label = int(label) if label is not None else -1
-    if isinstance(element, dict) and tokenizer is not None and any(isinstance(v, str) for v in element.values()):
-        texts = [v for v in element.values() if isinstance(v, str)]
-        labels = [v for k, v in element.items() if k in ("label", "labels") and isinstance(v, int)]
-        element, label = texts[0], labels[0] if labels else label
+    if isinstance(element, dict) and any(isinstance(v, str) for v in element.values()):
+        # a row of a table or a datasets.Dataset: the text column by its name (as for table files)
+        from acmtool.data.tables import LABEL_GUESSES, TEXT_GUESSES
+        texts = [k for k in TEXT_GUESSES if isinstance(element.get(k), str)] or \
+            [k for k, v in element.items() if isinstance(v, str)]
+        labels = [k for k in LABEL_GUESSES if isinstance(element.get(k), int)]
+        element, label = element[texts[0]], int(element[labels[0]]) if labels else label
     if isinstance(element, str):
         if tokenizer is None:
             raise AcmInputError("data: text samples need the model's tokenizer: acmtool.convert(..., tokenizer=tok)")
