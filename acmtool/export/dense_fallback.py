@@ -71,12 +71,15 @@ def densified(model: nn.Module, names):
             acms[n].forced_k = k
 
 
-def exported_dense_blocks(onnx_path) -> dict:
-    """{ACM name: expected cost} of the blocks an ONNX file holds as dense fallbacks (its metadata)."""
+def exported_dense_blocks(onnx_model) -> dict:
+    """{ACM name: expected cost} of the blocks an ONNX file (a path, or its loaded proto) holds as
+    dense fallbacks (its metadata)."""
     import json
 
     import onnx
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else \
+        onnx.load(str(onnx_model), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
     try:
         acms = json.loads(meta.get("acmtool.acms", "[]"))
     except json.JSONDecodeError:

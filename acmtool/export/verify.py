@@ -95,7 +95,7 @@ def _probe_path(proto, onnx_path: Path):
 def verify(onnx_path, model, batches: list, tolerance: float = 1e-4, providers=None) -> dict:
     import onnx
     proto = onnx.load(str(onnx_path), load_external_data=False)  # a model over 2 GB stays in two files
-    dense = list(exported_dense_blocks(onnx_path))
+    dense = list(exported_dense_blocks(proto))  # the proto already loaded: one read
     unknown = [n for n in dense if n not in dict(acm_modules(model))]
     if unknown:
         raise AcmInputError(f"{onnx_path} has dense blocks for ACMs that this checkpoint does not have "
