@@ -65,36 +65,26 @@ def default_output(model: str) -> Path:
 @click.option("--no-onnx", is_flag=True, help="Do not export the ONNX model (NAME.acm.onnx) beside the checkpoint.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (checkpoint, report, ONNX model); without it "
                                             "convert refuses before any work.")
-def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, data, text_column, label_column,
-                num_learners, targets,
-                static, labels, finetune_gates, distill_epochs, gate_epochs, finetune_epochs, max_steps, batch_size, distill_lr,
-                gate_lr, finetune_lr, tau, gate_labels, max_samples, val_fraction, seed, device, checkpoint_minutes, resume, no_onnx,
-                force):
+def convert_cmd(model, output, budget, no_onnx, model_args, **options):
     """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
     checkpoint, and export it to NAME.acm.onnx beside it. With --budget the ACMs are trained to the
     budget, on --data or, without it, on the built-in data for the model's inputs; without --budget
     they are only initialised from the original weights. Existing outputs are never replaced without
     --force (or, for a run's own files, --resume)."""
+    # every other option is a ConvertOptions field of the same name: the command line and
+    # acmtool.convert build the one options object and run the one pipeline
     out = Path(output) if output else default_output(model)
     model_kwargs = parse_model_args(model_args)
     if budget is None:
-        if data is not None or static or resume:
-            raise AcmInputError(f"{'--data' if data is not None else '--static' if static else '--resume'} needs "
-                                f"--budget: the fraction of learner compute to keep, in (0, 1]")
-        return _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, not no_onnx,
-                          force)
+        given = next((flag for flag, on in (("--data", options["data"] is not None), ("--static", options["static"]),
+                                            ("--resume", options["resume"])) if on), None)
+        if given:
+            raise AcmInputError(f"{given} needs --budget: the fraction of learner compute to keep, in (0, 1]")
+        return _init_only(model, options, model_kwargs, out, not no_onnx)
     from acmtool.train.options import ConvertOptions
     from acmtool.train.pipeline import convert, report_path
-    opts = ConvertOptions(
-        model=model, budget=budget, data=data, output=str(out), weights=weights, arch=arch, model_args=model_kwargs,
-        trust_pickle=trust_pickle, num_learners=num_learners, targets=targets, static=static, labels=labels,
-        finetune_gates=finetune_gates,
-        distill_epochs=distill_epochs, gate_epochs=gate_epochs, finetune_epochs=finetune_epochs, max_steps=max_steps,
-        batch_size=batch_size, distill_lr=distill_lr, gate_lr=gate_lr, finetune_lr=finetune_lr, tau=tau, gate_labels=gate_labels,
-        max_samples=max_samples, text_column=text_column, label_column=label_column, val_fraction=val_fraction,
-        seed=seed, device=device,
-        checkpoint_minutes=checkpoint_minutes, resume=resume, onnx=not no_onnx, force=force,
-        **click.get_current_context().meta.get("convert_extra", {}))
+    opts = ConvertOptions(model=model, budget=budget, output=str(out), model_args=model_kwargs, onnx=not no_onnx,
+                          **options, **click.get_current_context().meta.get("convert_extra", {}))
     report = convert(opts)
     if report.get("validation"):
         from acmtool.cli.eval_cmd import render_eval
@@ -102,16 +92,18 @@ def convert_cmd(model, weights, arch, model_args, trust_pickle, output, budget, 
         click.echo(f"wrote {out} and {report_path(out)}")
 
 
-def _init_only(model, weights, arch, model_kwargs, trust_pickle, out, num_learners, targets, onnx, force):
+def _init_only(model, options, model_kwargs, out, onnx):
+    """No budget: the ACMs initialised from the original weights, nothing trained."""
     from acmtool.config import AcmConfig
     from acmtool.convert.acmize import acmize_
     from acmtool.io.checkpoint import save
     from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing
     from acmtool.io.sources import example_inputs, load_model
     from acmtool.report import render, summary
-    refuse_existing([out] + (onnx_outputs(onnx_path(out)) if onnx else []), force)
-    config = AcmConfig(num_learners=num_learners, targets=targets)
-    loaded = load_model(model, weights=weights, arch=arch, trust_pickle=trust_pickle, model_kwargs=model_kwargs)
+    refuse_existing([out] + (onnx_outputs(onnx_path(out)) if onnx else []), options["force"])
+    config = AcmConfig(num_learners=options["num_learners"], targets=options["targets"])
+    loaded = load_model(model, weights=options["weights"], arch=options["arch"], trust_pickle=options["trust_pickle"],
+                        model_kwargs=model_kwargs)
     acmize_(loaded.model, config, example_inputs=example_inputs(loaded.model, loaded.spec))
     save(loaded.model, out, source=loaded.spec)
     click.echo(render(summary(loaded.model, loaded.model.acmtool_info)))
