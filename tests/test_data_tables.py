@@ -179,3 +179,53 @@ def test_rows_from_python_pick_the_text_and_label_by_name():
     assert data.kind == "text" and data.num_classes == 2 and len(data.train) == len(ROWS)
     ids = data.train[0][0]["input_ids"].tolist()
     assert tok.decode(ids, skip_special_tokens=True) == ROWS[0][0]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_text_tables_stream_a_row_at_a_time(tmp_path, suffix):
+    # rows come out before the reader reaches a broken tail: nothing reads the file whole first,
+    # and each row holds only the columns asked for
+    from acmtool.data.table_readers import open_table
+    path = write(tmp_path / f"d{suffix}", [(t, lab, "x" * 1000) for t, lab in ROWS], header=("text", "label", "big"))
+    with open(path, "ab") as f:
+        f.write(b"\xff\xfe broken tail\n")
+    table = open_table(path)
+    assert table.columns == ["text", "label", "big"] and table.first["text"] == ROWS[0][0]
+    rows = table.rows(["text", "label"])
+    assert [next(rows) for _ in range(3)] == [{"text": t, "label": lab} for t, lab in ROWS[:3]]
+    with pytest.raises(AcmInputError, match="not UTF-8 text"):
+        list(rows)
+
+
+def test_arrow_tables_read_only_the_wanted_columns(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    import pyarrow.parquet as pq
+
+    from acmtool.data import table_readers
+    table = pa.table({"text": [t for t, _ in ROWS], "label": [lab for _, lab in ROWS], "big": ["x" * 100] * len(ROWS)})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=5)
+    for path in (tmp_path / "d.parquet", _arrow_split(tmp_path / "split", ROWS)):
+        t = table_readers.open_table(path)
+        assert t.first["text"] == ROWS[0][0] and {"text", "label"} <= set(t.columns)
+        rows = list(t.rows(["label"]))
+        assert rows == [{"label": lab} for _, lab in ROWS]
+
+
+def test_token_data_is_compact_and_exact_across_chunks(monkeypatch):
+    # flat arrays per key, tokenised in chunks: every sample equals the tokenizer's own output
+    from transformers import AutoTokenizer
+
+    from acmtool.data.text import TokenData
+    tok = AutoTokenizer.from_pretrained(minilm()["path"], local_files_only=True)
+    monkeypatch.setattr(TokenData, "CHUNK", 5)
+    texts = [t for t, _ in ROWS][:13] + ["word " * 50]
+    data = TokenData(texts, list(range(len(texts))), tok, max_length=16)
+    enc = tok(texts, truncation=True, max_length=16)
+    assert len(data) == len(texts) and data.flat["input_ids"].dtype.itemsize == 4
+    for i in (0, 4, 5, 12, 13, -1):
+        x, label = data[i]
+        assert label == range(len(texts))[i]
+        assert {k: v.tolist() for k, v in x.items()} == {k: enc[k][i] for k in data.keys}
+    with pytest.raises(IndexError):
+        data[len(texts)]
+    assert len(TokenData([], None, tok, 16)) == 0

@@ -40,7 +40,7 @@ def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: 
     if not isinstance(source, (str, os.PathLike)):
         from acmtool.data.python_data import from_python
         loaded = from_python(source, tokenizer=tokenizer, transform=transform, max_samples=max_samples, seed=seed,
-                             max_length=text_max_length)
+                             max_length=text_max_length, text_column=text_column, label_column=label_column)
         source = f"<{type(source).__name__} from Python>"
     else:
         columns = {"text_column": text_column, "label_column": label_column}

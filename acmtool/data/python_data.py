@@ -4,7 +4,9 @@ NNCF's `nncf.Dataset(loader, transform_fn)`:
 - a `torch.utils.data.DataLoader`: each element is a batch, split here into its samples;
 - any other iterable of samples: a tensor (one image, one feature vector), a dict of tensors (one
   text's token ids, unbatched), an `(inputs, label)` pair, or a string (text: give `tokenizer`);
-- a Hugging Face `datasets.Dataset`: its rows are samples (dicts; the text column is tokenised).
+- a Hugging Face `datasets.Dataset` or `DatasetDict` (train split; test split as the test set):
+  text columns are read as tables are (acmtool.data.tables: columns by name or guessed, ClassLabel
+  names kept); already tokenised rows are samples like any dict.
 
 `transform` (optional) maps each element first. The samples are held in memory: calibration
 data, thousands of samples, not a training set of millions.
@@ -83,9 +85,28 @@ def _sample(element, tokenizer, max_length: int):
     return element, label
 
 
+def _has_text(ds) -> bool:
+    return len(ds) > 0 and any(isinstance(v, str) for v in ds[0].values())
+
+
 def from_python(data, *, tokenizer=None, transform: Optional[Callable] = None, max_samples: Optional[int] = None,
-                seed: int = 0, max_length: int = 128) -> Loaded:
+                seed: int = 0, max_length: int = 128, text_column: Optional[str] = None,
+                label_column: Optional[str] = None) -> Loaded:
     """The samples of `data` (see the module's docstring), checked and ready for load_data's split."""
+    from acmtool.data.table_readers import is_datasets_object
+    if is_datasets_object(data):
+        whole = data
+        if isinstance(data.column_names, dict):  # a DatasetDict: its train split (and test split)
+            if "train" not in data:
+                raise AcmInputError(f"data: a DatasetDict with the splits {', '.join(data) or 'none'} and no "
+                                    f"'train'; pass the split itself (dataset['validation'])")
+            data = data["train"]
+        if transform is None and _has_text(data):
+            from acmtool.data.tables import load_datasets_object
+            return load_datasets_object(whole, tokenizer, max_samples, seed, max_length, text_column, label_column)
+    elif text_column is not None or label_column is not None:
+        raise AcmInputError("data: text_column and label_column name the columns of a table or a datasets.Dataset; "
+                            f"this data is a {type(data).__name__}")
     if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise AcmInputError(f"data: expected a DataLoader, a datasets.Dataset or an iterable of samples; got "
                             f"{type(data).__name__}")

@@ -1,7 +1,7 @@
 """Text in tables: CSV, TSV, JSON Lines and Parquet files, and Hugging Face `datasets` folders
 (written by save_to_disk; a DatasetDict's train split is the data, its test split the test set),
-with a text column and, optionally, a label column. Parquet and datasets folders are read with
-pyarrow (only the two columns; Arrow files memory-mapped).
+with a text column and, optionally, a label column, read a row at a time (table_readers: only the
+two columns are kept; Parquet and Arrow read just those).
 
     --text-column NAME   (default: the first of TEXT_GUESSES present, else the only text column)
     --label-column NAME  (default: the first of LABEL_GUESSES present, else none: unlabelled)
@@ -10,104 +10,21 @@ Labels may be strings or integers; classes are their sorted distinct values. Eve
 the file, the row and the columns the file has."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from acmtool.data.split import subset_indices
+from acmtool.data.table_readers import Table, open_table
 from acmtool.data.task_data import Loaded, PadCollate
 from acmtool.data.text import TokenData, load_tokenizer, pad_id
 from acmtool.errors import AcmInputError
 
-DELIMITERS = {".csv": ",", ".tsv": "\t"}  # .jsonl: one JSON object a line
 TEXT_GUESSES = ("text", "sentence", "content", "document", "review", "question", "body")
 LABEL_GUESSES = ("label", "labels", "class", "category", "target", "topic")
-# a cell longer than this is not a sample (csv's own default limit is 128 KiB)
-MAX_CELL = 1 << 24
 
 
-def _pyarrow():
-    try:
-        import pyarrow
-        return pyarrow
-    except ImportError:
-        raise AcmInputError("Parquet files and datasets folders need pyarrow: pip install pyarrow") from None
-
-
-def read_arrow(path: Path) -> tuple[list, list]:
-    """(column names, rows) of a .parquet file or of the .arrow files of one datasets split folder."""
-    pa = _pyarrow()
-    try:
-        if path.is_dir():
-            import pyarrow.ipc as ipc
-            files = sorted(path.glob("*.arrow"))
-            if not files:
-                raise AcmInputError(f"{path}: no .arrow files in this datasets folder")
-            tables = []
-            for f in files:
-                with pa.memory_map(str(f)) as source:
-                    tables.append(ipc.open_stream(source).read_all())
-            table = pa.concat_tables(tables)
-        else:
-            import pyarrow.parquet as pq
-            table = pq.read_table(str(path))
-    except AcmInputError:
-        raise
-    except (OSError, pa.ArrowException) as e:
-        raise AcmInputError(f"{path}: not a readable {'datasets folder' if path.is_dir() else 'Parquet file'} "
-                            f"({str(e).splitlines()[0][:200]})") from None
-    return table.column_names, table.to_pylist()
-
-
-def read_table(path: Path) -> tuple[list, list]:
-    """(column names, rows as dicts) of a .csv, .tsv, .jsonl or .parquet file or a datasets split folder."""
-    suffix = path.suffix.lower()
-    if path.is_dir() or suffix == ".parquet":
-        return read_arrow(path)
-    try:
-        if suffix == ".jsonl":
-            return _read_jsonl(path)
-        csv.field_size_limit(MAX_CELL)
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=DELIMITERS[suffix])
-            columns = list(reader.fieldnames or [])
-            rows = []
-            for i, row in enumerate(reader, start=2):
-                if None in row:  # more cells than the header has columns
-                    raise AcmInputError(f"{path}: row {i} has {len(columns) + len(row[None])} cells but the header "
-                                        f"names {len(columns)} columns")
-                rows.append(row)
-    except UnicodeDecodeError as e:
-        raise AcmInputError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    except csv.Error as e:
-        raise AcmInputError(f"{path}: not a valid {suffix[1:].upper()} file ({e})") from None
-    except OSError as e:
-        raise AcmInputError(f"{path}: cannot be read ({e.strerror})") from None
-    if not columns:
-        raise AcmInputError(f"{path}: no header row; the first row must name the columns (e.g. text,label)")
-    return columns, rows
-
-
-def _read_jsonl(path: Path) -> tuple[list, list]:
-    rows, columns = [], {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise AcmInputError(f"{path}: line {i} is not JSON ({e.msg}); give one JSON object a line") from None
-            if not isinstance(row, dict):
-                raise AcmInputError(f"{path}: line {i} is a JSON {type(row).__name__}, not an object with named "
-                                    f"fields (e.g. {{\"text\": ..., \"label\": ...}})")
-            rows.append(row)
-            columns.update(dict.fromkeys(row))
-    return list(columns), rows
-
-
-def pick_columns(path: Path, columns: list, rows: list, text_column: Optional[str],
+def pick_columns(path: Path, columns: list, first: dict, text_column: Optional[str],
                  label_column: Optional[str]) -> tuple[str, Optional[str]]:
     """The text column and the label column (None: unlabelled), given or guessed."""
     shown = ", ".join(map(str, columns[:12])) + (" ..." if len(columns) > 12 else "")
@@ -117,7 +34,7 @@ def pick_columns(path: Path, columns: list, rows: list, text_column: Optional[st
     if text_column is None:
         text_column = next((c for c in TEXT_GUESSES if c in columns), None)
         if text_column is None:
-            texts = [c for c in columns if c != label_column and rows and isinstance(rows[0].get(c), str)]
+            texts = [c for c in columns if c != label_column and isinstance(first.get(c), str)]
             if len(texts) != 1:
                 raise AcmInputError(f"{path}: cannot tell which column holds the text (columns: {shown}); pass "
                                     f"--text-column NAME")
@@ -163,29 +80,80 @@ def load_datasets_folder(folder: Path, model, spec: dict, max_samples: Optional[
 
 def load_table(path: Path, model, spec: dict, max_samples: Optional[int], seed: int, max_length: int,
                text_column: Optional[str] = None, label_column: Optional[str] = None) -> Loaded:
-    columns, rows = read_table(path)
-    if not rows:
-        raise AcmInputError(f"{path}: no rows under the header")
-    text_col, label_col = pick_columns(path, columns, rows, text_column, label_column)
-    texts, raw = [], []
-    for i, row in enumerate(rows):
+    return load_rows(path, open_table(path), lambda: load_tokenizer(model, spec), max_samples, seed, max_length,
+                     text_column, label_column, class_labels=_class_labels(path) if path.is_dir() else None)
+
+
+def _class_labels(split: Path) -> dict:
+    """{column: class names} of the ClassLabel columns in a datasets split's dataset_info.json."""
+    try:
+        features = json.loads((split / "dataset_info.json").read_text(encoding="utf-8")).get("features") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}  # no or unreadable info: labels are then named by their values
+    return {col: [str(n) for n in f["names"]] for col, f in features.items()
+            if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
+
+
+def load_rows(where, table: Table, get_tokenizer: Callable, max_samples: Optional[int], seed: int, max_length: int,
+              text_column: Optional[str] = None, label_column: Optional[str] = None,
+              class_labels: Optional[dict] = None) -> Loaded:
+    """The text (and label) column of `table`'s rows as tokenised samples. get_tokenizer() gives
+    the tokenizer (called once the columns are known good). class_labels: {column: class names}
+    of columns whose whole-number labels 0, 1, ... name classes (a datasets ClassLabel); other
+    label columns' classes are their sorted distinct values."""
+    if table.first is None:
+        raise AcmInputError(f"{where}: no rows under the header")
+    text_col, label_col = pick_columns(where, table.columns, table.first, text_column, label_column)
+    texts, raw = [], []  # only these two columns are kept, a row at a time
+    for i, row in enumerate(table.rows([text_col] + ([label_col] if label_col is not None else []))):
         text = row.get(text_col)
         if not isinstance(text, str) or not text.strip():
-            raise AcmInputError(f"{path}: row {i + 1} has no text in column {text_col!r}")
+            raise AcmInputError(f"{where}: row {i + 1} has no text in column {text_col!r}")
         texts.append(text.strip())
         if label_col is not None:
             value = row.get(label_col)
             if isinstance(value, float) and value.is_integer():  # Parquet may store whole numbers as floats
                 value = int(value)
             if value is None or isinstance(value, (dict, list, float)) or value == "":
-                raise AcmInputError(f"{path}: row {i + 1} has no usable label in column {label_col!r} (got "
+                raise AcmInputError(f"{where}: row {i + 1} has no usable label in column {label_col!r} (got "
                                     f"{value!r}); labels are strings or whole numbers")
             raw.append(value)
-    labels, names = _classes(path, raw) if label_col is not None else (None, None)
-    tokenizer = load_tokenizer(model, spec)
+    class_names = (class_labels or {}).get(label_col)
+    if label_col is None:
+        labels, names = None, None
+    elif class_names is not None:
+        bad = next((v for v in raw if not isinstance(v, int) or not 0 <= v < len(class_names)), None)
+        if bad is not None:
+            raise AcmInputError(f"{where}: label {bad!r} in column {label_col!r} is not one of its "
+                                f"{len(class_names)} classes")
+        labels, names = raw, list(class_names)
+    else:
+        labels, names = _classes(where, raw)
+    tokenizer = get_tokenizer()
     keep = subset_indices(len(texts), max_samples, seed)
     data = TokenData([texts[i] for i in keep], [labels[i] for i in keep] if labels else None, tokenizer, max_length)
     return Loaded(data, len(names) if names else None, names, "text", PadCollate(pad_id(tokenizer)))
+
+
+def load_datasets_object(data, tokenizer, max_samples: Optional[int], seed: int, max_length: int,
+                         text_column: Optional[str] = None, label_column: Optional[str] = None) -> Loaded:
+    """A datasets.Dataset of text, or a DatasetDict (its train split the data, its test split the
+    test set), from Python; a ClassLabel label column keeps its class names."""
+    from acmtool.data.table_readers import dataset_table
+    if tokenizer is None:
+        raise AcmInputError("data: a datasets.Dataset of text needs the model's tokenizer: "
+                            "acmtool.convert(..., tokenizer=tok)")
+    splits = dict(data) if isinstance(data.column_names, dict) else {"train": data}  # from_python checked 'train'
+
+    def load(name: str) -> Loaded:
+        ds = splits[name]
+        names = {col: list(f.names) for col, f in ds.features.items() if isinstance(getattr(f, "names", None), list)}
+        return load_rows(f"<datasets {name} split>", dataset_table(ds), lambda: tokenizer, max_samples, seed,
+                         max_length, text_column, label_column, class_labels=names)
+    loaded = load("train")
+    if "test" in splits:
+        loaded = loaded._replace(test=load("test").dataset)
+    return loaded
 
 
 def _classes(path: Path, raw: list) -> tuple[list, list]:

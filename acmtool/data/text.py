@@ -1,9 +1,11 @@
-"""Text: the model folder's tokenizer, and samples tokenised up front (fast, and errors come early)."""
+"""Text: the model folder's tokenizer, and samples tokenised up front (fast, and errors come early)
+into compact flat arrays."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -53,36 +55,53 @@ def pad_id(tokenizer) -> int:
 
 
 def read_lines(path: Path) -> list:
-    """One sample per non-blank line."""
+    """One sample per non-blank line (read a line at a time: only the stripped lines are kept)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            lines = [ln for ln in (raw.strip() for raw in f) if ln]
     except UnicodeDecodeError as e:
         raise AcmInputError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8, one sample a line") \
             from None
     except OSError as e:
         raise AcmInputError(f"{path}: cannot be read ({e.strerror})") from None
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
     if not lines:
         raise AcmInputError(f"{path}: no text in it; give one sample per line")
     return lines
 
 
 class TokenData(Dataset):
-    """Token dicts of 1-D LongTensors (unpadded; the collate pads per batch) with their labels."""
+    """Token dicts of 1-D LongTensors (unpadded; the collate pads per batch) with their labels.
+
+    Tokenised up front (errors come early) in chunks, into one flat array per key: about 6 bytes a
+    token, so a million sentences fit where a tensor per sample would not."""
+
+    CHUNK = 2048  # texts per tokenizer call
 
     def __init__(self, texts: Sequence[str], labels: Optional[Sequence[int]], tokenizer, max_length: int):
         limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
-        enc = tokenizer(list(texts), truncation=True, max_length=limit)
-        keys = [k for k in MODEL_KEYS if k in enc]
-        self.items = [{k: torch.tensor(enc[k][i], dtype=torch.long) for k in keys} for i in range(len(texts))]
+        parts, lengths, self.keys = {}, [], None
+        for start in range(0, len(texts), self.CHUNK):
+            enc = tokenizer(list(texts[start:start + self.CHUNK]), truncation=True, max_length=limit)
+            if self.keys is None:
+                self.keys = [k for k in MODEL_KEYS if k in enc]
+            lengths += [len(ids) for ids in enc["input_ids"]]
+            for k in self.keys:  # ids fit int32; masks and segment ids are small
+                dtype = np.int32 if k == "input_ids" else np.int8
+                parts.setdefault(k, []).append(np.fromiter((t for row in enc[k] for t in row), dtype=dtype))
+        self.keys = self.keys or ["input_ids"]
+        self.flat = {k: np.concatenate(parts[k]) if k in parts else np.zeros(0, np.int32) for k in self.keys}
+        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         self.labels = list(labels) if labels is not None else [-1] * len(texts)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> tuple[dict, int]:
-        return self.items[i], self.labels[i]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return {k: torch.from_numpy(self.flat[k][a:b].astype(np.int64)) for k in self.keys}, self.labels[i]
 
 
 def load_text_file(path: Path, model, spec: dict, max_samples: Optional[int], seed: int,
