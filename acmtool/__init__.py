@@ -7,11 +7,11 @@ from acmtool.adapters import AttentionLayout, MlpLayout, register_adapter, regis
 from acmtool.config import AcmConfig
 from acmtool.convert import acmize_
 from acmtool.errors import AcmCheckFailed, AcmInputError
-from acmtool.layers import AcmGate, AcmMlp, AcmModule, AcmProjection, fixed_k, set_impl
+from acmtool.layers import AcmGate, AcmMlp, AcmModule, AcmProjection, at_budget, fixed_k, set_budget, set_impl
 
 __all__ = ["AcmCheckFailed", "AcmConfig", "AcmGate", "AcmInputError", "AcmMlp", "AcmModule", "AcmProjection",
-           "AttentionLayout", "MlpLayout", "__version__", "acmize_", "convert", "export", "fixed_k", "load", "register_adapter",
-           "register_finder", "runtime", "save", "set_impl"]
+           "AttentionLayout", "MlpLayout", "__version__", "acmize_", "at_budget", "convert", "export", "fixed_k", "load",
+           "register_adapter", "register_finder", "runtime", "save", "set_budget", "set_impl"]
 
 # Reached as attributes and imported on first use, so that `import acmtool` stays light:
 # acmtool.runtime.session(...), acmtool.export(model, path, example_inputs=...) (a callable package).

@@ -127,24 +127,40 @@ def profile_fields(acm: dict, dense: dict) -> dict:
     and both models' node types with their ms per run (the JSON keeps them; the CSV as JSON text)."""
     return {**{f"acm_{role}_ms": v["us"] / 1e3 for role, v in acm["by_role"].items()},
             "dense_nodes_ms": dense["total_us"] / 1e3,
+            # whole profiled runs: what the nodes leave out (the session's own work between them)
+            "dense_run_ms": dense["run_us"] / 1e3, "acm_run_ms": acm["run_us"] / 1e3,
             "acm_by_type_ms": {op: round(v["us"] / 1e3, 4) for op, v in acm["by_type"].items()},
             "dense_by_type_ms": {op: round(v["us"] / 1e3, 4) for op, v in dense["by_type"].items()}}
 
 
 def render_profile(rows: list[dict], top: int = 3) -> str:
-    """Where the time goes, per row: the ACM's node time split into learners, gates and the rest of
-    the model, next to the dense model's, and the node types that differ most between them."""
+    """Where the time goes, per row: the ACM model's node time split into learners, gates, dense
+    fallback blocks and the rest of the model, next to the dense model's; the gated blocks' time
+    against what the same blocks cost in the dense model (dense nodes - the ACM model's rest and
+    dense blocks: the budget is what the kernel should reach); the time outside the nodes per run
+    (session overhead); and the node types that differ most between the two models."""
     body = []
     for r in rows:
         if "acm_learners_ms" not in r:
             continue
         acm, dense = r["acm_by_type_ms"], r["dense_by_type_ms"]
         diff = sorted(set(acm) | set(dense), key=lambda op: -abs(acm.get(op, 0) - dense.get(op, 0)))[:top]
+        fixed = r["acm_rest_ms"] + r.get("acm_dense_blocks_ms", 0.0)
+        gated = r["dense_nodes_ms"] - fixed  # the gated blocks' time in the dense model (an estimate)
+        ratio = (r["acm_learners_ms"] + r["acm_gates_ms"]) / gated if gated > 0 else float("nan")
+        outside = (f"{r['dense_run_ms'] - r['dense_nodes_ms']:.1f}/{r['acm_run_ms'] - sum_nodes(r):.1f}"
+                   if "acm_run_ms" in r else "-")
         body.append([r["model"], r["targets"], f"{r['budget']:.2f}", str(r["batch"]), f"{r['dense_nodes_ms']:.2f}",
-                     f"{r['acm_learners_ms']:.2f}", f"{r['acm_gates_ms']:.2f}", f"{r['acm_rest_ms']:.2f}",
+                     f"{r['acm_learners_ms']:.2f}", f"{r['acm_gates_ms']:.2f}",
+                     f"{r.get('acm_dense_blocks_ms', 0.0):.2f}", f"{r['acm_rest_ms']:.2f}", f"{ratio:.2f}", outside,
                      ", ".join(f"{op} {acm.get(op, 0) - dense.get(op, 0):+.2f}" for op in diff)])
     return table(["model", "targets", "budget", "batch", "dense nodes ms", "ACM learners ms", "ACM gates ms",
-                  "ACM rest ms", "largest differences, ACM - dense ms"], body)
+                  "ACM dense blocks ms", "ACM rest ms", "gated blocks ACM/dense", "outside nodes ms dense/ACM",
+                  "largest differences, ACM - dense ms"], body)
+
+
+def sum_nodes(r: dict) -> float:
+    return sum(r.get(f"acm_{role}_ms", 0.0) for role in ("learners", "gates", "dense_blocks", "rest"))
 
 
 def render(rows: list[dict]) -> str:

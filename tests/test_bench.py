@@ -211,6 +211,23 @@ def test_bench_profile_splits_time_by_node_type_and_role(models, tmp_path):
         assert 0 < prof["total_us"] <= prof["run_us"]
 
 
+def test_profile_counts_dense_fallback_blocks_apart_from_gates(tmp_path):
+    # an ACM exported as its dense block has no gate: its MatMuls are 'dense_blocks', not 'gates'
+    from acmtool.export import export_onnx
+    from acmtool.io.sources import load_model
+    from acmtool.runtime.profile import node_roles
+    acm = load_model("timm:vit_tiny_patch16_224", model_kwargs=TINY)
+    acmtool.acmize_(acm.model, acmtool.AcmConfig(targets="mlp+attn"))
+    names = [n for n, _ in acmtool.layers.acm_modules(acm.model)]
+    dense = [n for n in names if n.endswith("mlp")][:1] + [n for n in names if ".qkv.parts." in n][:1]
+    path = export_onnx(acm.model.eval(), tmp_path / "fb.onnx", torch.randn(2, 3, 32, 32), "custom-op",
+                       dense={n: 0.95 for n in dense})
+    roles = list(node_roles(path).values())
+    assert roles.count("learners") == len(names) - 2  # the other ACMs' DynamicLearners nodes
+    # an MLP's two MatMuls and a qkv part's (inside its split projection) at least; the others' gates
+    assert roles.count("dense_blocks") >= 4 and roles.count("gates") >= 2 * (len(names) - 2)
+
+
 def test_profile_summary_leaves_the_warm_up_runs_out():
     from acmtool.runtime.profile import summarise
     events = [{"cat": "Session", "name": "model_run", "ts": ts, "dur": 100} for ts in (0, 1000, 2000)]

@@ -178,6 +178,35 @@ def test_runner_matches_pytorch(tmp_path, runner, ort_lib, ops_lib, build, threa
     np.testing.assert_allclose(np.load(tmp_path / "plain" / "output.npy"), got, rtol=0, atol=1e-5)
 
 
+def test_runner_takes_the_optional_budget_input(tmp_path, runner, ort_lib, ops_lib):
+    # a model with the run-time budget knob: `budget` may be given (budget=FILE.npy) or left out
+    model, example, inputs = _vit()
+    model.acmtool_info.update(budget=0.5, budget_table={"budgets": [0.1, 0.5, 1.0], "shifts": [1.5, 0.0, -1.5]})
+    path = export_onnx(model, tmp_path / "knob.onnx", example, "custom-op")
+    np.save(tmp_path / "x.npy", inputs["input"].numpy())
+    outs = {}
+    for b in (None, 0.1, 1.0):
+        extra = []
+        if b is not None:
+            np.save(tmp_path / "b.npy", np.array(b, np.float32))
+            extra = [f"budget={tmp_path / 'b.npy'}"]
+        rc, _, err = run(runner, "--model", path, "--ops-lib", ops_lib, "--ort-lib", ort_lib, "--out-dir",
+                         tmp_path / str(b), f"input={tmp_path / 'x.npy'}", *extra)
+        assert rc == 0, err
+        outs[b] = np.load(tmp_path / str(b) / "output.npy")
+        with torch.no_grad(), acmtool.at_budget(model, b):
+            ref = MainOutput(model).eval()(inputs["input"]).numpy()
+        np.testing.assert_allclose(outs[b], ref, rtol=0, atol=TOLERANCE)
+    assert np.abs(outs[0.1] - outs[1.0]).max() > 1e-3  # the budget changed what ran
+    np.save(tmp_path / "b64.npy", np.array(0.5, np.float64))
+    rc, _, err = run(runner, "--model", path, "--ops-lib", ops_lib, "--ort-lib", ort_lib, "--out-dir", tmp_path,
+                     f"input={tmp_path / 'x.npy'}", f"budget={tmp_path / 'b64.npy'}")
+    assert rc == 2 and "input 'budget' is float32 but" in err, err
+    rc, _, err = run(runner, "--model", path, "--ops-lib", ops_lib, "--ort-lib", ort_lib, "--out-dir", tmp_path,
+                     f"input={tmp_path / 'x.npy'}", f"bugdet={tmp_path / 'b.npy'}")
+    assert rc == 2 and "(its inputs: input; optional: budget)" in err, err
+
+
 # ------------------------------------------------------------------------------------------------
 # .npy in and out, without the custom-op library (a model that needs none)
 

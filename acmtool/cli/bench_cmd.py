@@ -28,20 +28,23 @@ from acmtool.cli.main import cli
 @click.option("--profile", "profile_runs", type=click.IntRange(min=0), default=0, show_default=True,
               help="After timing, profile this many runs of each model with ONNX Runtime's profiler: time per node "
                    "type and per role (DynamicLearners, the ACMs' gates, the rest).")
+@click.option("--budgets", default=None, metavar="B1,B2,...",
+              help="A model with a budget input (the run-time knob): also time it at each of these budgets.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
-def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, threads, provider, profile_runs, json_path,
-              force):
+def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, threads, provider, profile_runs, budgets,
+              json_path, force):
     """Time ONNX_MODEL in ONNX Runtime on random inputs that fit it: p50/p90/p99 latency and
     samples per second; with --baseline, both side by side and the speed-up (median over rounds
     of baseline time / model time)."""
+    from acmtool.cli.eval_cmd import parse_budgets
     from acmtool.io.atomic import atomic_path
     from acmtool.io.outputs import refuse_existing
     from acmtool.runtime.bench import BenchConfig, bench, render
     if json_path:
         refuse_existing([json_path], force)
     cfg = BenchConfig(batch=batch, seq=seq, warmup=warmup, iters=iters, threads=threads, provider=provider,
-                      max_seconds=max_seconds, profile_runs=profile_runs)
+                      max_seconds=max_seconds, profile_runs=profile_runs, budgets=parse_budgets(budgets))
     report = bench(onnx_model, cfg, baseline=baseline)
     click.echo(render(report))
     if json_path:

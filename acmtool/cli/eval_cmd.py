@@ -9,6 +9,7 @@ import click
 
 from acmtool.cli.main import cli
 from acmtool.cli.options import text_column_options
+from acmtool.errors import AcmInputError
 
 FEW_SAMPLES = 1000  # below this, differences of a point or so are hard to tell from noise (DESIGN.md)
 
@@ -91,6 +92,40 @@ def render_with_baseline(r: dict, where: str) -> str:
     return "\n".join(lines)
 
 
+def parse_budgets(text: Optional[str]) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AcmInputError(f"--budgets {text!r}: give numbers separated by commas, e.g. 0.25,0.5,0.75") from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if not values or bad:
+        raise AcmInputError(f"--budgets {text!r}: each budget must lie in (0, 1]")
+    return values
+
+
+def render_curve(report: dict) -> str:
+    """One row per budget: the achieved budget, the FLOPs ratio and the task figures against the original."""
+    from acmtool.cli.format import table
+    rows = []
+    for r in report["budget_curve"]:
+        d = r.get("vs_original") or {}
+        key = next((k for k in ("accuracy", "dropin_probe") if k in d), None)
+        row = [f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
+               f"{r['flops']['ratio']:.3f}" if r.get("flops") else "-"]
+        if key:
+            row.append(f"{100 * d[key]['diff']:+.2f} +- {100 * d[key]['se']:.2f}")
+        if "mean_cosine" in r:
+            row.append(f"{r['mean_cosine']:.4f}")
+        rows.append(row)
+    first = report["budget_curve"][0]
+    key = next((k for k in ("accuracy", "dropin_probe") if k in (first.get("vs_original") or {})), None)
+    head = ["budget", "achieved", "FLOPs x"] + ([f"{DIFFERENCES[key]} vs original (points)"] if key else []) + \
+        (["mean cosine"] if "mean_cosine" in first else [])
+    return table(head, rows)
+
+
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", default=None,
@@ -105,12 +140,16 @@ def render_with_baseline(r: dict, where: str) -> str:
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
               help="Another checkpoint of the same original model (e.g. the --static one): evaluated on the same "
                    "samples, with CHECKPOINT - baseline and its paired standard error.")
+@click.option("--budget", type=float, default=None,
+              help="Evaluate CHECKPOINT at this budget (the run-time budget knob), the --baseline comparison too.")
+@click.option("--budgets", default=None, metavar="B1,B2,...",
+              help="Also evaluate at these budgets (the run-time budget knob), on the same samples: one row each.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=2), default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
-def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, split, baseline, batch_size,
-             max_samples, device, force):
+def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, split, baseline, budget, budgets,
+             batch_size, max_samples, device, force):
     """Evaluate CHECKPOINT against its original model on DATA: accuracy for classifiers; cosine
     similarity, the drop-in probe (a logistic regression fitted on the original's features) and a
     refit probe (fitted on the model's own) for embedding models; each difference with its paired
@@ -122,9 +161,12 @@ def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, 
         refuse_existing([json_path], force)
     report = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, max_samples=max_samples,
                                  device=device, baseline=baseline, test_data=test_data,
-                                 columns={"text_column": text_column, "label_column": label_column})
+                                 columns={"text_column": text_column, "label_column": label_column},
+                                 budgets=parse_budgets(budgets), budget=budget)
     where = f"all of {test_data}" if test_data else f"{split} split of {data}"
     click.echo(render_with_baseline(report, where) if baseline else render_eval(report, where))
+    if report.get("budget_curve"):
+        click.echo(f"\nAt other budgets (one model, the budget knob; the same samples):\n{render_curve(report)}")
     if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(report, indent=2))

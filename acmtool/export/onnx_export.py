@@ -50,6 +50,42 @@ class MainOutput(nn.Module):
         return out[0]
 
 
+class BudgetInput(nn.Module):
+    """The model with the run-time budget as its last input (a float32 scalar): every gate's logits
+    shift by the amount the budget table gives (acmtool.layers.budget_knob), computed in the graph."""
+
+    def __init__(self, wrapped: nn.Module, table: dict):
+        super().__init__()
+        self.wrapped, self.table = wrapped, table
+        self.acms = [m for _, m in acm_modules(wrapped)]
+
+    def forward(self, *args):
+        from acmtool.layers.budget_knob import shift_at
+        shift = shift_at(self.table, args[-1])
+        for m in self.acms:
+            m.budget_shift = shift
+        return self.wrapped(*args[:-1])
+
+
+def budget_knob_of(model: nn.Module, static: dict, dense: dict) -> Optional[dict]:
+    """The budget table to export as the `budget` input: a converted ACM model with a gate left."""
+    info = getattr(model, "acmtool_info", {}) or {}
+    gated = [n for n, _ in acm_modules(model) if n not in static and n not in dense]
+    if not gated or info.get("static") or not info.get("budget_table") or info.get("budget") is None:
+        return None
+    return info["budget_table"]
+
+
+def _default_budget(ir_model, budget: float) -> None:
+    """The `budget` input gets the trained budget as its default: an initializer of the same name,
+    which ONNX Runtime uses when the input is not fed."""
+    import numpy as np
+    import onnx_ir as ir
+    value = next(v for v in ir_model.graph.inputs if v.name == "budget")
+    value.const_value = ir.tensor(np.array(budget, dtype=np.float32), name="budget")
+    ir_model.graph.register_initializer(value)
+
+
 def _translation():
     import onnxscript
     from acmtool.ops.torch_op import dynamic_learners_op
@@ -133,14 +169,31 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     names = list(example_inputs) if isinstance(example_inputs, dict) else None
     wrapped = MainOutput(model, names).eval()
     args = tuple(example_inputs.values()) if names else (example_inputs,)
-    with densified(model, list(dense)), use_impl(model, "grouped" if fmt == "custom-op" else "masked"), \
-            sliced(wrapped), torch.no_grad():
-        program = torch.onnx.export(
-            wrapped, args, dynamo=True, opset_version=OPSET, input_names=names or ["input"],
-            custom_translation_table=_translation() if fmt == "custom-op" else None,
-            dynamic_shapes=dynamic_shapes_for(example_inputs), optimize=True, verbose=False)
+    input_names, shapes = names or ["input"], dynamic_shapes_for(example_inputs)
+    table = budget_knob_of(model, static, dense)
+    traced = wrapped
+    if table is not None:  # the run-time budget: one more input, a scalar
+        traced = BudgetInput(wrapped, table).eval()
+        args += (torch.tensor(float(model.acmtool_info["budget"])),)
+        input_names, shapes = input_names + ["budget"], {"args": shapes["args"] + (None,)}
+    saved = [m.budget_shift for _, m in acm_modules(model)]
+    try:
+        with densified(model, list(dense)), use_impl(model, "grouped" if fmt == "custom-op" else "masked"), \
+                sliced(wrapped), torch.no_grad():
+            program = torch.onnx.export(
+                traced, args, dynamo=True, opset_version=OPSET, input_names=input_names,
+                custom_translation_table=_translation() if fmt == "custom-op" else None,
+                dynamic_shapes=shapes, optimize=True, verbose=False)
+    finally:
+        for (_, m), shift in zip(acm_modules(model), saved):
+            m.budget_shift = shift
     program.model.graph.outputs[0].name = "output"
-    program.model.metadata_props.update(_metadata(model, fmt, static, dense))
+    meta = _metadata(model, fmt, static, dense)
+    if table is not None:
+        _default_budget(program.model, float(model.acmtool_info["budget"]))
+        meta["acmtool.budget"] = json.dumps({"trained": float(model.acmtool_info["budget"]),
+                                             "range": [table["budgets"][0], table["budgets"][-1]]})
+    program.model.metadata_props.update(meta)
     big = _initializer_bytes(program.model) > EXTERNAL_DATA_BYTES
     with atomic_files(path) as folder:  # the data file is named after the final path, and moves with it
         tmp = folder / path.name

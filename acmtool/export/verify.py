@@ -11,6 +11,7 @@ import ast
 import contextlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,7 @@ from acmtool.export.schema import DOMAIN, OP_TYPE
 from acmtool.export.static import static_acms
 from acmtool.io.call import run_model
 from acmtool.layers.acm import acm_modules
+from acmtool.layers.control import at_budget
 
 
 def _scope(node) -> Optional[str]:
@@ -30,7 +32,8 @@ def _scope(node) -> Optional[str]:
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
             scopes = ast.literal_eval(p.value)
-            return scopes[-2].removeprefix("model.") if len(scopes) >= 2 else None
+            # the export's wrappers: MainOutput's 'model.', and BudgetInput's 'wrapped.' around it
+            return scopes[-2].removeprefix("wrapped.").removeprefix("model.") if len(scopes) >= 2 else None
     return None
 
 
@@ -108,7 +111,7 @@ def verify(onnx_path, model, batches: list, tolerance: float = 1e-4, providers=N
 def _verify(onnx_path, proto, model, batches: list, tolerance: float, providers) -> dict:
     import onnx
     from acmtool.runtime.session import session
-    from acmtool.export.onnx_export import MainOutput, use_impl
+    from acmtool.export.onnx_export import MainOutput
     acms = dict(acm_modules(model))
     ks = k_tensors(proto, list(acms))
     for name, (value, _) in ks.items():
@@ -118,17 +121,16 @@ def _verify(onnx_path, proto, model, batches: list, tolerance: float, providers)
         sess = session(probe, providers=providers)
         wrapped = MainOutput(model).eval()
         max_diff, k_same, k_total, top1_same, top1_total = 0.0, 0, 0, 0, 0
-        for inputs in batches:
-            outs = sess.run(None, _numpy_inputs(inputs, sess))
-            y_ort, k_ort = outs[0], dict(zip(ks, outs[1:]))
-            for name, (_, add_min_k) in ks.items():
-                if add_min_k:
-                    k_ort[name] = k_ort[name] + acms[name].min_k
-            with torch.no_grad(), use_impl(model, "naive"):  # the reference is the specification
-                free = wrapped(**inputs) if isinstance(inputs, dict) else wrapped(inputs)
-                own_k = {n: m.last_k.clone() for n, m in acms.items() if m.last_k is not None}
-                with replay(model, {n: torch.from_numpy(np.asarray(k)).long() for n, k in k_ort.items()}):
-                    ref = wrapped(**inputs) if isinstance(inputs, dict) else wrapped(inputs)
+        budgets = knob_budgets(sess, model)
+        for inputs, budget in ((i, b) for i in batches for b in budgets):
+            feeds = _numpy_inputs(inputs, sess)
+            if budget is not None:  # None: the input left out, so the model's default (the trained budget)
+                feeds["budget"] = np.array(budget, dtype=np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a low budget's accuracy warning is not verify's business
+                with at_budget(model, budget):
+                    outs = sess.run(None, feeds)
+                    y_ort, k_ort, free, own_k, ref = _compare_once(outs, ks, acms, model, wrapped, inputs)
             ref_np = (ref if ks else free).numpy()
             max_diff = max(max_diff, float(np.abs(y_ort - ref_np).max()) if y_ort.size else 0.0)
             for n, k in k_ort.items():
@@ -138,10 +140,37 @@ def _verify(onnx_path, proto, model, batches: list, tolerance: float, providers)
             if y_ort.ndim == 2:  # logits
                 top1_same += int((y_ort.argmax(-1) == free.numpy().argmax(-1)).sum())
                 top1_total += y_ort.shape[0]
-    return {"max_abs_diff": max_diff, "tolerance": tolerance, "passed": max_diff <= tolerance,
+    return {"max_abs_diff": max_diff, "tolerance": tolerance, "passed": max_diff <= tolerance, "budgets": budgets,
             "k_found": len(ks), "acms": len(acms), "k_agreement": k_same / k_total if k_total else None,
             "top1_agreement": top1_same / top1_total if top1_total else None, "batches": len(batches),
             "provider": sess.get_providers()[0], "static": bool(static_acms(model)) and not ks}
+
+
+def knob_budgets(sess, model) -> list:
+    """The budgets to check: [None] (the model as exported), and, for a model with a `budget` input,
+    its default (None), the lowest and the highest budget of its range and a point in between."""
+    if "budget" not in {i.name for i in sess.get_overridable_initializers()}:
+        return [None]
+    budgets = ((getattr(model, "acmtool_info", {}) or {}).get("budget_table") or {}).get("budgets") or []
+    if not budgets:
+        raise AcmInputError("the ONNX model has a budget input but the checkpoint has no budget table: they "
+                            "come from different conversions")
+    return [None, budgets[0], budgets[len(budgets) // 4], budgets[-1]]
+
+
+def _compare_once(outs, ks: dict, acms: dict, model, wrapped, inputs):
+    """(ORT output, ORT's K per ACM, the reference's own output and K, the reference replaying ORT's K)."""
+    from acmtool.export.onnx_export import use_impl
+    y_ort, k_ort = outs[0], dict(zip(ks, outs[1:]))
+    for name, (_, add_min_k) in ks.items():
+        if add_min_k:
+            k_ort[name] = k_ort[name] + acms[name].min_k
+    with torch.no_grad(), use_impl(model, "naive"):  # the reference is the specification
+        free = wrapped(**inputs) if isinstance(inputs, dict) else wrapped(inputs)
+        own_k = {n: m.last_k.clone() for n, m in acms.items() if m.last_k is not None}
+        with replay(model, {n: torch.from_numpy(np.asarray(k)).long() for n, k in k_ort.items()}):
+            ref = wrapped(**inputs) if isinstance(inputs, dict) else wrapped(inputs)
+    return y_ort, k_ort, free, own_k, ref
 
 
 def verify_line(report: dict) -> str:
@@ -152,6 +181,9 @@ def verify_line(report: dict) -> str:
         gates = f"static model: every ACM runs a fixed k ({report['acms']} ACMs), no gate to compare"
     elif report.get("dense_fallback"):
         gates += f" ({report['dense_fallback']} exported as dense blocks, checked at k = N)"
+    if len(report.get("budgets") or []) > 1:
+        shown = ", ".join("default" if b is None else f"{b:g}" for b in report["budgets"])
+        gates += f"; budget input checked at {shown}"
     top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
     return (f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
             f"(tolerance {report['tolerance']:g}); {gates}; "

@@ -18,7 +18,7 @@ _BIG = 1 << 62
 def check_info(info) -> dict:
     """`info` unchanged if it fits the schema; J.BadValue naming the first value that does not."""
     J.obj(info, "info", required=("config", "sites", "source"),
-          optional=("flops_profile", "budget", "static", "report"))
+          optional=("flops_profile", "budget", "static", "report", "budget_table"))
     try:
         AcmConfig.from_dict(info["config"])
     except AcmInputError as e:
@@ -35,7 +35,20 @@ def check_info(info) -> dict:
         raise J.BadValue("info.static: a static checkpoint needs its budget")
     if info.get("report") is not None:
         _report(info["report"])
+    if info.get("budget_table") is not None:
+        _budget_table(info["budget_table"])
     return info
+
+
+def _budget_table(table) -> None:
+    from acmtool.layers.budget_knob import check_table
+    J.obj(table, "info.budget_table", required=("budgets", "shifts"))
+    for key in ("budgets", "shifts"):
+        J.array(table[key], f"info.budget_table.{key}", 64)
+    try:
+        check_table(table)
+    except ValueError as e:
+        raise J.BadValue(f"info.budget_table: {e}") from None
 
 
 def _site(site, where: str) -> str:

@@ -59,6 +59,9 @@ class AcmModule(nn.Module):
         self.last_k: Optional[torch.Tensor] = None
         self.last_logits: Optional[torch.Tensor] = None
         self.last_onehot: Optional[torch.Tensor] = None  # training: straight-through one-hot choices
+        # the run-time budget knob (acmtool.set_budget): extra -shift * k / N on the gate's logits at
+        # inference; None at the trained budget. A float, or a tensor while the export traces it.
+        self.budget_shift = None
 
     def extra_repr(self) -> str:
         return (f"{self.in_features} -> {self.out_features}, N={self.num_learners}, h={self.learner_width}, "
@@ -75,6 +78,9 @@ class AcmModule(nn.Module):
             # never the model upstream into steering the gate (it learned to raise every k that way)
             return self._forward_gated_train(x, self.gate(x.detach()))
         logits = self.gate(x)
+        if self.budget_shift is not None:
+            ks = torch.arange(logits.shape[-1], device=x.device, dtype=logits.dtype) + self.min_k
+            logits = logits - self.budget_shift * ks / self.num_learners
         k = logits.argmax(-1) + self.min_k if self.replay_k is None else self.replay_k
         if not torch.compiler.is_compiling():  # export traces this: keep no traced tensors around
             self.last_k, self.last_logits, self.last_onehot = k, None, None

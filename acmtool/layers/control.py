@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch.nn as nn
 
@@ -36,3 +37,52 @@ def apply_static_k(model: nn.Module, budget: float) -> None:
     """The static baseline: no gate; every token runs round(budget * N) learners (within [min_k, N])."""
     for _, m in acm_modules(model):
         m.forced_k = max(m.min_k, min(m.num_learners, round(budget * m.num_learners)))
+
+
+def set_budget(model: nn.Module, budget: Optional[float]) -> float:
+    """Run `model` at `budget` from now on (None: the budget it was trained at), by the shift its
+    conversion calibrated (acmtool.layers.budget_knob). Returns the shift. Any budget in the
+    calibrated range works; outside it, or on a model without a table, an AcmInputError."""
+    import warnings
+
+    import torch
+
+    from acmtool.errors import AcmInputError
+    from acmtool.layers.budget_knob import FAR_FROM_TRAINED, budget_range, shift_at
+    info = getattr(model, "acmtool_info", {}) or {}
+    acms = [m for _, m in acm_modules(model)]
+    if budget is None:
+        for m in acms:
+            m.budget_shift = None
+        return 0.0
+    if info.get("static"):
+        raise AcmInputError("a static model runs one fixed k per block: it has no budget knob; convert without "
+                            "--static for a model whose budget can move")
+    table = info.get("budget_table")
+    if table is None:
+        raise AcmInputError("this model has no budget table (it was not trained by acmtool convert, or by a version "
+                            "before the budget knob); convert it again to get one")
+    lo, hi = budget_range(table)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not lo - 1e-9 <= budget <= hi + 1e-9:
+        raise AcmInputError(f"budget {budget!r}: this model's calibrated range is [{lo:.3g}, {hi:.3g}]")
+    trained = info.get("budget")
+    if trained is not None and budget < trained - FAR_FROM_TRAINED:  # more compute than trained only helps
+        warnings.warn(f"budget {budget:g} is {trained - budget:.2f} below the budget the gates were trained at "
+                      f"({trained:g}): a model converted at {budget:g} will be more accurate", stacklevel=2)
+    shift = float(shift_at(table, torch.tensor(float(budget))))
+    for m in acms:
+        m.budget_shift = shift
+    return shift
+
+
+@contextlib.contextmanager
+def at_budget(model: nn.Module, budget: Optional[float]):
+    """set_budget for a `with` block; the previous shifts come back after it."""
+    acms = [m for _, m in acm_modules(model)]
+    saved = [m.budget_shift for m in acms]
+    try:
+        set_budget(model, budget)
+        yield model
+    finally:
+        for m, s in zip(acms, saved):
+            m.budget_shift = s

@@ -43,6 +43,7 @@ class BenchConfig:
     seed: int = 0
     max_seconds: Optional[float] = None  # cap on the timed rounds' total: fewer rounds, never under MIN_ROUNDS
     profile_runs: int = 0  # > 0: also profile each model over this many runs (time per node type and role)
+    budgets: Optional[list] = None  # a model with a budget input: time it at each, interleaved with the rest
 
     def __post_init__(self):
         for name, low in (("seq", 1), ("warmup", 0), ("iters", 1), ("vocab", 1), ("profile_runs", 0)):
@@ -54,6 +55,8 @@ class BenchConfig:
             raise AcmInputError(f"--threads must be at least 1; got {self.threads}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise AcmInputError(f"--max-seconds must be positive; got {self.max_seconds}")
+        if self.budgets is not None and (not self.budgets or not all(0 < b <= 1 for b in self.budgets)):
+            raise AcmInputError(f"--budgets must be numbers in (0, 1]; got {self.budgets}")
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -206,6 +209,12 @@ def bench(model, cfg: Optional[BenchConfig] = None, baseline=None) -> dict:
             raise AcmInputError(f"{paths[role]}: ONNX Runtime could not run it on random inputs of shapes "
                                 f"{ {n: list(a.shape) for n, a in feeds[role].items()} }: "
                                 f"{str(e).strip().splitlines()[0][:300]}") from None
+    for b in cfg.budgets or []:  # the same session at each budget: rounds interleaved with the rest
+        if "budget" not in {i.name for i in sessions["model"].get_overridable_initializers()}:
+            raise AcmInputError(f"{paths['model']} has no budget input (export a converted ACM model with this "
+                                f"version of acmtool); --budgets needs one")
+        runs[f"budget {b:g}"] = runner(sessions["model"], feeds["model"] | {"budget": np.array(b, np.float32)},
+                                       cfg.provider)
     for _ in range(cfg.warmup):
         for run in runs.values():
             run()
@@ -220,6 +229,10 @@ def bench(model, cfg: Optional[BenchConfig] = None, baseline=None) -> dict:
                         **latency_stats(times[role], _samples(feeds[role]))}
     if baseline is not None:
         report["speedup"] = float(np.median(times["baseline"] / times["model"]))
+    if cfg.budgets:
+        report["budgets"] = [{"budget": b, **latency_stats(times[f"budget {b:g}"], _samples(feeds["model"])),
+                              "speedup": float(np.median(times["baseline"] / times[f"budget {b:g}"]))
+                              if baseline is not None else None} for b in cfg.budgets]
     if cfg.profile_runs:  # after the timing: a profiled run is slower, and must not be timed
         from acmtool.runtime.profile import profile
         for role in sessions:
@@ -243,6 +256,11 @@ def render(report: dict) -> str:
     if report.get("speedup") is not None:
         lines.append(f"speed-up vs baseline: {report['speedup']:.2f}x (median over rounds of baseline time / "
                      f"model time)")
+    if report.get("budgets"):
+        rows = [[f"{r['budget']:g}", *(f"{r[f'p{p}_ms']:.3f}" for p in PERCENTILES), f"{r['samples_per_s']:.1f}",
+                 f"{r['speedup']:.2f}x" if r["speedup"] is not None else "-"] for r in report["budgets"]]
+        lines += ["\nthe model at each budget (its budget input; rounds interleaved with the above):",
+                  table(["budget", *(f"p{p} ms" for p in PERCENTILES), "samples/s", "vs baseline"], rows)]
     for role in roles:
         if report[role].get("profile"):
             from acmtool.runtime.profile import render as render_profile

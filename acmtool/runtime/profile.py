@@ -2,9 +2,10 @@
 
 Roles, read from the exported graph's node metadata (torch.onnx records each node's module path
 under `namespace`): 'learners' (the DynamicLearners nodes), 'gates' (every other node inside an
-ACM module: the gate's MatMuls and activation, the ArgMax), 'rest' (the model around them). A node
-that ONNX Runtime's optimiser made (a fusion) has no metadata and counts as 'rest', unless it is a
-DynamicLearners node.
+ACM module: the gate's MatMuls and activation, the ArgMax; and the budget input's shift),
+'dense_blocks' (the nodes of ACMs exported as their dense block, the dense fallback named in the
+model's acmtool.acms metadata), 'rest' (the model around them). A node that ONNX Runtime's
+optimiser made (a fusion) has no metadata and counts as 'rest', unless it is a DynamicLearners node.
 """
 from __future__ import annotations
 
@@ -14,20 +15,42 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-ROLES = ("learners", "gates", "rest")
+ROLES = ("learners", "gates", "dense_blocks", "rest")
 ACM_MODULES = ("acmtool.layers.acm.", "acmtool.layers.gate.")
+WRAPPERS = ("wrapped.", "model.")  # the export's wrappers (BudgetInput, MainOutput) in module paths
+
+
+def _acm_path(space: str) -> Optional[str]:
+    """The module path of the innermost ACM (or the dense block exported for one: SlicedMlp) that a
+    node sits in ('blocks.0.mlp'), from its namespace ('wrapped.model.blocks.0.mlp:
+    acmtool.layers.acm.AcmMlp/...'); None outside every ACM."""
+    found = None
+    for part in space.split("/"):
+        path, _, cls = part.partition(": ")
+        if cls.startswith("acmtool.layers.acm.") or cls == "acmtool.export.static.SlicedMlp":
+            for prefix in WRAPPERS:
+                path = path.removeprefix(prefix)
+            found = path
+    return found
 
 
 def node_roles(model_path) -> dict:
     """{node name: role} for the graph's nodes (the main graph; ACMs never sit in subgraphs)."""
     import onnx
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    proto = onnx.load(str(model_path), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    try:
+        dense = {a["module"] for a in json.loads(meta.get("acmtool.acms", "[]")) if a.get("dense_fallback")}
+    except (ValueError, TypeError, KeyError):
+        dense = set()
     roles = {}
-    for node in graph.node:
+    for node in proto.graph.node:
         space = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
         if node.op_type == "DynamicLearners":
             roles[node.name] = "learners"
-        elif any(m in space for m in ACM_MODULES):
+        elif _acm_path(space) in dense:
+            roles[node.name] = "dense_blocks"
+        elif any(m in space for m in ACM_MODULES) or ("BudgetInput/" in space and "MainOutput" not in space):
             roles[node.name] = "gates"
         else:
             roles[node.name] = "rest"

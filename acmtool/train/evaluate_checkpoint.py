@@ -12,6 +12,7 @@ from acmtool.data.length_batches import eval_loader
 from acmtool.errors import AcmInputError
 from acmtool.io.checkpoint import load
 from acmtool.io.sources import load_original
+from acmtool.layers.control import at_budget, set_budget
 from acmtool.train.evaluate import compare, evaluate
 
 SPLIT_OPTIONS = {"seed": 0, "val_fraction": 0.1, "max_samples": None}
@@ -66,7 +67,8 @@ def check_same_split(path, info: dict, baseline, base_info: dict, max_samples: O
 
 def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_size: int = 64,
                         max_samples: Optional[int] = None, device: str = "cpu", baseline=None,
-                        test_data: Optional[str] = None, columns: Optional[dict] = None) -> dict:
+                        test_data: Optional[str] = None, columns: Optional[dict] = None,
+                        budgets: Optional[list] = None, budget: Optional[float] = None) -> dict:
     """The report of `acmtool eval`. With a baseline checkpoint (same original model), it is
     evaluated on the same samples, the original run once for both: report["baseline"] holds its
     report and report["vs_baseline"] the paired differences (this checkpoint - the baseline).
@@ -78,6 +80,11 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         raise AcmInputError("give --data (its validation or test split is scored) or --test-data")
     student = load(path)
     info = student.acmtool_info
+    for b in (budgets or []) + ([budget] if budget is not None else []):  # before any work: out of range is the
+        with at_budget(student, b):                                          # user's to fix
+            pass
+    if budget is not None:
+        set_budget(student, budget)
     # table columns: as given, else as the conversion was given them
     recorded = (info.get("report") or {}).get("options") or {}
     columns = {k: (columns or {}).get(k) or recorded.get(k) for k in ("text_column", "label_column")}
@@ -111,7 +118,14 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         else None
     report, ev = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe)
     report.update(checkpoint=str(path), data=data, split=split, static=bool(info.get("static")),
-                  budget_target=info.get("budget"), test_data=test_data)
+                  budget_target=info.get("budget"), test_data=test_data, budget_knob=budget)
+    if budgets:
+        report["budget_curve"] = []
+        for b in budgets:
+            with at_budget(student, b):
+                at, _ = evaluate(student, teacher, loader, dev, info.get("flops_profile"), probe_loader=probe,
+                                 original=ev.original)
+            report["budget_curve"].append({"budget": b, **at})
     if other is not None:
         base_info = other.acmtool_info
         base, base_ev = evaluate(other.to(dev), teacher, loader, dev, base_info.get("flops_profile"),

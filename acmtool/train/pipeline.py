@@ -27,6 +27,7 @@ from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing, report_
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
 from acmtool.layers.control import apply_static_k
+from acmtool.train.budget_table import budget_table
 from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
 from acmtool.train.capture import SiteCapture
 from acmtool.train.distributed import DistContext, all_mean, barrier, init_distributed
@@ -306,12 +307,19 @@ class Pipeline:
                 self.log(f"stopped; the run is saved in {self.run.folder}. Resume with the same command and --resume")
                 raise
         self.student.eval()
-        calibration = None
+        calibration = table = None
         if not o.static:
             calibration = calibrate_budget(self.student, self.calib_batches, o.budget, self.ctx.device)
+            # the run-time budget knob (acmtool.set_budget, the ONNX model's budget input)
+            table = budget_table(self.student, self.calib_batches, o.budget, self.ctx.device)
+            lo, hi = table["budgets"][0], table["budgets"][-1]
+            self.log(f"budget knob: calibrated for budgets {lo:.2f} to {hi:.2f} ({len(table['budgets'])} points)")
         report = self.report(calibration)
+        report["budget_table"] = table
         info = self.student.acmtool_info
         info.update(budget=o.budget, static=o.static, report=report)
+        if table is not None:
+            info["budget_table"] = {"budgets": table["budgets"], "shifts": table["shifts"]}
         if self.ctx.is_main:
             if self.write_files:
                 self.write(report)

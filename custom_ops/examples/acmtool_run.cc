@@ -43,7 +43,8 @@ const char kUsage[] =
     "  --threads    intra-op threads (default 0: ONNX Runtime's choice)\n"
     "  --out-dir    where OUTPUT_NAME.npy files go (default: .)\n"
     "  --verbose    let ONNX Runtime log warnings to stderr\n"
-    "  NAME=FILE    one per model input: a C-order little-endian .npy of the input's type\n"
+    "  NAME=FILE    one per model input: a C-order little-endian .npy of the input's type; inputs with a\n"
+    "               default (an acmtool model's budget, a float32 scalar) may be left out\n"
     "\n"
     "Exit status: 0 on success, 2 on any error (one line on stderr).\n";
 
@@ -204,39 +205,52 @@ int Run(const Options& o) {
   if (!o.ops_lib.empty()) options.RegisterCustomOpsLibrary(o.ops_lib.c_str());
   Ort::Session session(env, o.model.c_str(), options);
 
-  // Match the NAME=FILE pairs with the model's inputs: every input once, of its own type.
+  // Match the NAME=FILE pairs with the model's inputs: every input once, of its own type. Inputs
+  // with a default (an initializer of the same name, e.g. an acmtool model's `budget`) are optional.
   const std::vector<std::string> input_names = session.GetInputNames();
+  const std::vector<std::string> optional_names = session.GetOverridableInitializerNames();
   const std::vector<std::string> output_names = session.GetOutputNames();
-  std::vector<int> given(input_names.size(), -1);
+  std::vector<int> given(input_names.size() + optional_names.size(), -1);
   for (size_t a = 0; a < o.inputs.size(); ++a) {
     const std::string& name = o.inputs[a].first;
     size_t i = 0;
     while (i < input_names.size() && input_names[i] != name) ++i;
-    if (i == input_names.size())
-      throw Error("the model has no input '" + name + "' (its inputs: " + Join(input_names) + ")");
+    if (i == input_names.size()) {
+      size_t j = 0;
+      while (j < optional_names.size() && optional_names[j] != name) ++j;
+      if (j == optional_names.size()) {
+        throw Error("the model has no input '" + name + "' (its inputs: " + Join(input_names) +
+                    (optional_names.empty() ? "" : "; optional: " + Join(optional_names)) + ")");
+      }
+      i = input_names.size() + j;
+    }
     if (given[i] >= 0) throw Error("input '" + name + "' is given twice");
     given[i] = static_cast<int>(a);
   }
   Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   static char empty_tensor_data;  // a valid address for tensors with no elements
   std::vector<Ort::Value> values;
-  for (size_t i = 0; i < input_names.size(); ++i) {
-    if (given[i] < 0) throw Error("input '" + input_names[i] + "' is not given (" + input_names[i] + "=FILE.npy)");
+  std::vector<const char*> in_names, out_names;
+  for (size_t i = 0; i < given.size(); ++i) {
+    const bool optional = i >= input_names.size();
+    const std::string& name = optional ? optional_names[i - input_names.size()] : input_names[i];
+    if (given[i] < 0) {
+      if (optional) continue;  // its default
+      throw Error("input '" + name + "' is not given (" + name + "=FILE.npy)");
+    }
     const std::string& file = o.inputs[static_cast<size_t>(given[i])].second;
     npy::Array& a = arrays[static_cast<size_t>(given[i])];
-    Ort::TypeInfo info = session.GetInputTypeInfo(i);
-    if (info.GetONNXType() != ONNX_TYPE_TENSOR) throw Error("input '" + input_names[i] + "' is not a tensor");
+    Ort::TypeInfo info = optional ? session.GetOverridableInitializerTypeInfo(i - input_names.size())
+                                  : session.GetInputTypeInfo(i);
+    if (info.GetONNXType() != ONNX_TYPE_TENSOR) throw Error("input '" + name + "' is not a tensor");
     const ONNXTensorElementDataType want = info.GetTensorTypeAndShapeInfo().GetElementType();
     if (want != OnnxType(a.dtype)) {
-      throw Error("input '" + input_names[i] + "' is " + TypeName(want) + " but " + file + " holds " +
-                  a.dtype.Name());
+      throw Error("input '" + name + "' is " + TypeName(want) + " but " + file + " holds " + a.dtype.Name());
     }
     void* data = a.data.empty() ? &empty_tensor_data : a.data.data();
     values.push_back(Ort::Value::CreateTensor(cpu, data, a.data.size(), a.shape.data(), a.shape.size(), want));
+    in_names.push_back(name.c_str());
   }
-
-  std::vector<const char*> in_names, out_names;
-  for (const std::string& n : input_names) in_names.push_back(n.c_str());
   for (const std::string& n : output_names) out_names.push_back(n.c_str());
   std::vector<Ort::Value> outputs = session.Run(Ort::RunOptions{nullptr}, in_names.data(), values.data(),
                                                 values.size(), out_names.data(), out_names.size());

@@ -1,0 +1,74 @@
+"""The budget table of a converted model: for each budget of a grid, the shift of every gate's
+logits (acmtool.layers.budget_knob) that hits it on the calibration data. Measured after the final
+calibration, so the trained budget sits at shift 0; the knob interpolates between grid points.
+
+The grid is walked outwards from the trained budget, each point's search starting from the gate
+inputs measured at its neighbour's shift: one pass over the calibration batches per point, a
+second only where shifting the early gates moved the later ones' inputs too far."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from acmtool.cost import acm_site_path, budget as achieved_budget
+from acmtool.layers.acm import acm_modules
+from acmtool.train.calibrate_budget import _choices, _gate_inputs
+
+GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
+LIMIT = 50.0  # the extra shifts searched: beyond it every gate already makes its extreme choice
+TOLERANCE = 0.02  # a grid point enters the table when its shift hits it this closely
+
+
+def _beta(model: nn.Module, acms: dict, zs: dict, shift: float) -> float:
+    """The budget the gates spend on the inputs `zs` at `shift`."""
+    tokens = {acm_site_path(n): len(z) for n, z in zs.items()}
+    mean_k = {n: float(_choices(acms[n], z, shift).float().mean()) for n, z in zs.items()}
+    return achieved_budget(model, mean_k, tokens)
+
+
+def _search(model, acms: dict, zs: dict, shift: float, target: float) -> float:
+    """The shift (near `shift`) at which the gates spend `target` on `zs`: the largest that still
+    spends it (for 1.0: the smallest shift that runs every learner), or the next one if closer."""
+    lo, hi = shift - LIMIT, shift + LIMIT  # beta falls as the shift rises
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _beta(model, acms, zs, mid) >= target - 1e-9 else (lo, mid)
+    return hi if abs(_beta(model, acms, zs, hi) - target) < abs(_beta(model, acms, zs, lo) - target) else lo
+
+
+def _at(model, acms: dict, batches: list, device, shift: float) -> dict:
+    for m in acms.values():
+        m.budget_shift = shift
+    return _gate_inputs(model, batches, device)
+
+
+@torch.no_grad()
+def budget_table(model: nn.Module, batches: list, trained: float, device, grid=GRID) -> dict:
+    """{"budgets", "shifts", "achieved"}: the grid's budgets hit within TOLERANCE (others, e.g.
+    below what the ACMs' min_k allow, are left out) and the trained budget at shift 0. The model's
+    gates are left as they were."""
+    acms = dict(acm_modules(model))
+    saved = {n: m.budget_shift for n, m in acms.items()}
+    try:
+        home = _at(model, acms, batches, device, 0.0)
+        rows = {round(trained, 6): (0.0, _beta(model, acms, home, 0.0))}
+        below = sorted((b for b in grid if b < trained - TOLERANCE), reverse=True)
+        above = sorted(b for b in grid if b > trained + TOLERANCE)
+        for side in (below, above):
+            shift, zs = 0.0, home
+            for b in side:
+                for _ in range(2):  # a second search on the inputs at the new shift, where needed
+                    shift = _search(model, acms, zs, shift, b)
+                    zs = _at(model, acms, batches, device, shift)
+                    got = _beta(model, acms, zs, shift)
+                    if abs(got - b) <= TOLERANCE:
+                        rows[b] = (shift, got)
+                        break
+    finally:
+        for n, m in acms.items():
+            m.budget_shift = saved[n]
+    budgets = sorted(rows)
+    shifts = [rows[b][0] for b in budgets]
+    for i in range(1, len(shifts)):  # searches on finite data: keep the shifts falling
+        shifts[i] = min(shifts[i], shifts[i - 1])
+    return {"budgets": budgets, "shifts": shifts, "achieved": [rows[b][1] for b in budgets]}
