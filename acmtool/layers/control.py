@@ -39,10 +39,10 @@ def apply_static_k(model: nn.Module, budget: float) -> None:
         m.forced_k = max(m.min_k, min(m.num_learners, round(budget * m.num_learners)))
 
 
-def set_budget(model: nn.Module, budget: Optional[float]) -> float:
-    """Run `model` at `budget` from now on (None: the budget it was trained at), by the shift its
-    conversion calibrated (acmtool.layers.budget_knob). Returns the shift. Any budget in the
-    calibrated range works; outside it, or on a model without a table, an AcmInputError."""
+def budget_shift(model: nn.Module, budget: float, warn: bool = True) -> float:
+    """The shift of every gate's logits that runs `model` at `budget`, from the table its conversion
+    calibrated (acmtool.layers.budget_knob); sets nothing. Outside the calibrated range, on a static
+    model or on a model without a table: an AcmInputError. Far below the trained budget: a warning."""
     import warnings
 
     import torch
@@ -50,11 +50,6 @@ def set_budget(model: nn.Module, budget: Optional[float]) -> float:
     from acmtool.errors import AcmInputError
     from acmtool.layers.budget_knob import FAR_FROM_TRAINED, budget_range, shift_at
     info = getattr(model, "acmtool_info", {}) or {}
-    acms = [m for _, m in acm_modules(model)]
-    if budget is None:
-        for m in acms:
-            m.budget_shift = None
-        return 0.0
     if info.get("static"):
         raise AcmInputError("a static model runs one fixed k per block: it has no budget knob; convert without "
                             "--static for a model whose budget can move")
@@ -66,13 +61,19 @@ def set_budget(model: nn.Module, budget: Optional[float]) -> float:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not lo - 1e-9 <= budget <= hi + 1e-9:
         raise AcmInputError(f"budget {budget!r}: this model's calibrated range is [{lo:.3g}, {hi:.3g}]")
     trained = info.get("budget")
-    if trained is not None and budget < trained - FAR_FROM_TRAINED:  # more compute than trained only helps
+    if warn and trained is not None and budget < trained - FAR_FROM_TRAINED:  # more compute only helps
         warnings.warn(f"budget {budget:g} is {trained - budget:.2f} below the budget the gates were trained at "
-                      f"({trained:g}): a model converted at {budget:g} will be more accurate", stacklevel=2)
-    shift = float(shift_at(table, torch.tensor(float(budget))))
-    for m in acms:
+                      f"({trained:g}): a model converted at {budget:g} will be more accurate", stacklevel=3)
+    return float(shift_at(table, torch.tensor(float(budget))))
+
+
+def set_budget(model: nn.Module, budget: Optional[float]) -> float:
+    """Run `model` at `budget` from now on (None: the budget it was trained at); see budget_shift.
+    Returns the shift."""
+    shift = budget_shift(model, budget) if budget is not None else None
+    for _, m in acm_modules(model):
         m.budget_shift = shift
-    return shift
+    return shift or 0.0
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from acmtool.data.length_batches import eval_loader
 from acmtool.errors import AcmInputError
 from acmtool.io.checkpoint import load
 from acmtool.io.sources import load_original
-from acmtool.layers.control import at_budget, set_budget
+from acmtool.layers.control import at_budget, budget_shift, set_budget
 from acmtool.train.evaluate import compare, evaluate
 
 SPLIT_OPTIONS = {"seed": 0, "val_fraction": 0.1, "max_samples": None}
@@ -80,9 +80,8 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         raise AcmInputError("give --data (its validation or test split is scored) or --test-data")
     student = load(path)
     info = student.acmtool_info
-    for b in (budgets or []) + ([budget] if budget is not None else []):  # before any work: out of range is the
-        with at_budget(student, b):                                          # user's to fix
-            pass
+    for b in (budgets or []) + ([budget] if budget is not None else []):
+        budget_shift(student, b, warn=False)  # before any work: a budget out of range is the user's to fix
     if budget is not None:
         set_budget(student, budget)
     # table columns: as given, else as the conversion was given them
