@@ -143,3 +143,8 @@ def test_a_damaged_budget_table_is_refused(converted, tmp_path):
     rewrite(converted["ckpt"], bad, info=lambda info: info["budget_table"].update(budgets=[0.5, 0.4]))
     with pytest.raises(acmtool.AcmInputError, match="budget_table"):
         acmtool.load(bad)
+
+
+def test_sessions_of_knob_models_do_not_warn_about_the_budget_input(converted, capfd):
+    acmtool.runtime.session(converted["onnx"])
+    assert "appears in graph inputs" not in capfd.readouterr().err

@@ -18,9 +18,15 @@ def import_onnxruntime():
 
 def needs_library(path) -> bool:
     """Does the model use ai.acmtool ops? (a standard-format model does not need the library)"""
+    return _needs(path)[0]
+
+
+def _needs(path) -> tuple[bool, bool]:
+    """(uses ai.acmtool ops, has acmtool's budget input), from one read of the graph."""
     import onnx
     model = onnx.load(str(path), load_external_data=False)
-    return any(o.domain == "ai.acmtool" for o in model.opset_import)
+    return (any(o.domain == "ai.acmtool" for o in model.opset_import),
+            any(p.key == "acmtool.budget" for p in model.metadata_props))
 
 
 def session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
@@ -31,8 +37,13 @@ def session(path, providers: Optional[Sequence[str]] = None, threads: Optional[i
     opts = options or ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = threads
-    if needs_library(path):
+    library, knob = _needs(path)
+    if library:
         opts.register_custom_ops_library(library_path())
+    if knob and options is None:
+        # the budget input is an initializer that may be fed, by design; ONNX Runtime warns about
+        # that at every session: errors only, unless the caller brought its own options
+        opts.log_severity_level = 3
     providers = list(providers or ["CPUExecutionProvider"])
     available = ort.get_available_providers()
     if providers[0] not in available:
