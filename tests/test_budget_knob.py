@@ -60,7 +60,8 @@ def test_one_model_hits_each_budget_of_its_range(converted):
     assert report["budget_table"]["budgets"] == table["budgets"]
     x = converted["x"]
     base = achieved(model, x)
-    # on the calibration data each grid point was hit within 0.02; on other images, within 0.05
+    # the table hit each grid point within 0.02 on its calibration batches; on these 200 images
+    # (a superset, seen through other batches) the interpolated shifts land within 0.05
     for b in (table["budgets"][0], 0.25, 0.4, 0.5, 0.6, 0.75, 1.0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
