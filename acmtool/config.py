@@ -7,6 +7,11 @@ from typing import Optional
 
 from acmtool.errors import AcmInputError
 
+# The budget knob: beyond this distance below the trained budget the gates decide on a ranking they
+# were not trained to make at that compute, and a model converted at the new budget will do better
+# (set_budget warns; BudgetController stops there unless told otherwise).
+FAR_FROM_TRAINED = 0.25
+
 TARGETS = ("mlp", "mlp+attn")
 IMPLS = ("grouped", "naive", "masked")
 MAX_LEARNERS = 1024

@@ -116,6 +116,8 @@ CASES = {
     "budget-too-big": ("timm", _info(_set("budget", 5.0)), "info.budget"),
     "budget-a-string": ("timm", _info(_set("budget", "half")), "info.budget"),
     "static-without-budget": ("timm", _info(_set("static", True)), "needs its budget"),
+    "budget-range-reversed": ("timm", _info(_set("budget_range", [0.9, 0.2])), "info.budget_range"),
+    "budget-range-long": ("timm", _info(_set("budget_range", [0.1, 0.2, 0.3])), "info.budget_range"),
     "report-options-bad": ("timm", _info(_set("report", {"options": {"val_fraction": "x"}})), "val_fraction"),
     # the model source
     "source-kind-unknown": ("timm", _info(_set("source", {"kind": "pickle", "path": "/tmp/x.pkl"})), "kind"),

@@ -9,7 +9,7 @@ import click
 from acmtool.cli.main import cli
 from acmtool.cli.options import load_convert_config, model_source_options, parse_model_args, text_column_options
 from acmtool.errors import AcmInputError
-from acmtool.train.options import GATE_LABELS
+from acmtool.train.options import GATE_LABELS, parse_budget_range
 
 
 def default_output(model: str) -> Path:
@@ -26,6 +26,9 @@ def default_output(model: str) -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The ACM checkpoint to write (default: NAME.acm.safetensors); the report goes beside it.")
 @click.option("--budget", type=float, default=None, help="Target fraction of learner compute, in (0, 1].")
+@click.option("--budget-range", default=None, metavar="LO:HI",
+              help="Train one model for every budget from LO to HI (the budget knob: acmtool.set_budget, the ONNX "
+                   "model's budget input); --budget, its default budget, is then the middle of the range unless given.")
 @click.option("--data", default=None,
               help="Training data: an image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist, fortunes. Without it, --budget "
                    "distils on the built-in data for the model's inputs (fashion-mnist images or fortunes text).")
@@ -75,6 +78,9 @@ def convert_cmd(model, output, budget, no_onnx, model_args, **options):
     # acmtool.convert build the one options object and run the one pipeline
     out = Path(output) if output else default_output(model)
     model_kwargs = parse_model_args(model_args)
+    options["budget_range"] = parse_budget_range(options["budget_range"])
+    if budget is None and options["budget_range"] is not None:
+        budget = round(sum(options["budget_range"]) / 2, 6)
     if budget is None:
         given = next((flag for flag, on in (("--data", options["data"] is not None), ("--static", options["static"]),
                                             ("--resume", options["resume"])) if on), None)
@@ -89,6 +95,11 @@ def convert_cmd(model, output, budget, no_onnx, model_args, **options):
     if report.get("validation"):
         from acmtool.cli.eval_cmd import render_eval
         click.echo(render_eval(report["validation"], "validation split"))
+    if report.get("budget_curve"):
+        from acmtool.cli.eval_cmd import render_curve
+        click.echo("\nacross the trained range (the budget knob; the same samples):")
+        click.echo(render_curve(report))
+    if report.get("validation"):
         click.echo(f"wrote {out} and {report_path(out)}")
 
 

@@ -77,6 +77,8 @@ def load_convert_config(ctx, _param, path):
             defaults["no_onnx"] = not value
         elif key == "model_args":
             defaults[key] = json.dumps(value) if value is not None else None
+        elif key == "budget_range":  # [lo, hi] in a report; LO:HI on the command line
+            defaults[key] = ":".join(str(v) for v in value) if isinstance(value, list) else value
         elif key in params:
             defaults[key] = value
         else:  # options without a flag (loss weights, workers): straight to ConvertOptions

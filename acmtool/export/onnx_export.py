@@ -192,7 +192,8 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     if table is not None:
         _default_budget(program.model, float(model.acmtool_info["budget"]))
         meta["acmtool.budget"] = json.dumps({"trained": float(model.acmtool_info["budget"]),
-                                             "range": [table["budgets"][0], table["budgets"][-1]]})
+                                             "range": [table["budgets"][0], table["budgets"][-1]],
+                                             "trained_range": model.acmtool_info.get("budget_range")})
     program.model.metadata_props.update(meta)
     big = _initializer_bytes(program.model) > EXTERNAL_DATA_BYTES
     with atomic_files(path) as folder:  # the data file is named after the final path, and moves with it

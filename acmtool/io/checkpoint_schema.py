@@ -18,7 +18,7 @@ _BIG = 1 << 62
 def check_info(info) -> dict:
     """`info` unchanged if it fits the schema; J.BadValue naming the first value that does not."""
     J.obj(info, "info", required=("config", "sites", "source"),
-          optional=("flops_profile", "budget", "static", "report", "budget_table"))
+          optional=("flops_profile", "budget", "static", "report", "budget_table", "budget_range"))
     try:
         AcmConfig.from_dict(info["config"])
     except AcmInputError as e:
@@ -37,7 +37,18 @@ def check_info(info) -> dict:
         _report(info["report"])
     if info.get("budget_table") is not None:
         _budget_table(info["budget_table"])
+    if info.get("budget_range") is not None:
+        _budget_range(info["budget_range"], info.get("budget"))
     return info
+
+
+def _budget_range(value, budget) -> None:
+    from acmtool.train.options import check_budget_range
+    J.array(value, "info.budget_range", 2)
+    try:
+        check_budget_range(value, budget)
+    except AcmInputError as e:
+        raise J.BadValue(f"info.budget_range: {e}") from None
 
 
 def _budget_table(table) -> None:

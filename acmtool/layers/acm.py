@@ -59,8 +59,9 @@ class AcmModule(nn.Module):
         self.last_k: Optional[torch.Tensor] = None
         self.last_logits: Optional[torch.Tensor] = None
         self.last_onehot: Optional[torch.Tensor] = None  # training: straight-through one-hot choices
-        # the run-time budget knob (acmtool.set_budget): extra -shift * k / N on the gate's logits at
-        # inference; None at the trained budget. A float, or a tensor while the export traces it.
+        # the run-time budget knob (acmtool.set_budget): extra -shift * k / N on the gate's logits;
+        # None at the trained budget. A float, or a tensor while the export traces it. Training
+        # applies it too: --budget-range fine-tunes the model at budgets sampled across its range.
         self.budget_shift = None
 
     def extra_repr(self) -> str:
@@ -76,15 +77,18 @@ class AcmModule(nn.Module):
         if self.training:
             # the gate reads a detached copy of the token: the task loss trains the gate's choices,
             # never the model upstream into steering the gate (it learned to raise every k that way)
-            return self._forward_gated_train(x, self.gate(x.detach()))
-        logits = self.gate(x)
-        if self.budget_shift is not None:
-            ks = torch.arange(logits.shape[-1], device=x.device, dtype=logits.dtype) + self.min_k
-            logits = logits - self.budget_shift * ks / self.num_learners
+            return self._forward_gated_train(x, self._shifted(self.gate(x.detach())))
+        logits = self._shifted(self.gate(x))
         k = logits.argmax(-1) + self.min_k if self.replay_k is None else self.replay_k
         if not torch.compiler.is_compiling():  # export traces this: keep no traced tensors around
             self.last_k, self.last_logits, self.last_onehot = k, None, None
         return dynamic_learners(x, k, self.w1, self.b1, self.w2, self.b2, self.activation, self.impl)
+
+    def _shifted(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.budget_shift is None:
+            return logits
+        ks = torch.arange(logits.shape[-1], device=logits.device, dtype=logits.dtype) + self.min_k
+        return logits - self.budget_shift * ks / self.num_learners
 
     def forward_k(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """h(x, k) with one k for every token: the first k learners as one narrower MLP."""

@@ -12,10 +12,6 @@ import math
 
 import torch
 
-# Beyond this distance from the trained budget the gates decide on a ranking they were not trained
-# to make at that compute: a model converted at the new budget will do better.
-FAR_FROM_TRAINED = 0.25
-
 
 def check_table(table) -> tuple[list, list]:
     """(budgets, shifts) of a budget table: budgets rising in (0, 1], shifts finite and falling."""

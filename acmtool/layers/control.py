@@ -48,7 +48,8 @@ def budget_shift(model: nn.Module, budget: float, warn: bool = True) -> float:
     import torch
 
     from acmtool.errors import AcmInputError
-    from acmtool.layers.budget_knob import FAR_FROM_TRAINED, budget_range, shift_at
+    from acmtool.config import FAR_FROM_TRAINED
+    from acmtool.layers.budget_knob import budget_range, shift_at
     info = getattr(model, "acmtool_info", {}) or {}
     if info.get("static"):
         raise AcmInputError("a static model runs one fixed k per block: it has no budget knob; convert without "
@@ -60,8 +61,13 @@ def budget_shift(model: nn.Module, budget: float, warn: bool = True) -> float:
     lo, hi = budget_range(table)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not lo - 1e-9 <= budget <= hi + 1e-9:
         raise AcmInputError(f"budget {budget!r}: this model's calibrated range is [{lo:.3g}, {hi:.3g}]")
-    trained = info.get("budget")
-    if warn and trained is not None and budget < trained - FAR_FROM_TRAINED:  # more compute only helps
+    trained, trained_range = info.get("budget"), info.get("budget_range")
+    if warn and trained_range is not None:  # convert --budget-range: trained for each budget in it
+        if not trained_range[0] - 0.02 <= budget <= trained_range[1] + 0.02:
+            warnings.warn(f"budget {budget:g} lies outside the range this model was trained for "
+                          f"({trained_range[0]:g} to {trained_range[1]:g}): it may be less accurate there than a "
+                          f"model converted at {budget:g}", stacklevel=3)
+    elif warn and trained is not None and budget < trained - FAR_FROM_TRAINED:  # more compute only helps
         warnings.warn(f"budget {budget:g} is {trained - budget:.2f} below the budget the gates were trained at "
                       f"({trained:g}): a model converted at {budget:g} will be more accurate", stacklevel=3)
     return float(shift_at(table, torch.tensor(float(budget))))

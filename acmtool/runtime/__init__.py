@@ -2,7 +2,8 @@
 
 Importing this needs neither onnxruntime nor the built library; using them says how to get them.
 """
+from acmtool.runtime.budget_controller import BudgetController
 from acmtool.runtime.library import library_path
 from acmtool.runtime.session import session
 
-__all__ = ["library_path", "session"]
+__all__ = ["BudgetController", "library_path", "session"]

@@ -76,9 +76,11 @@ def cosine_schedule(optimizer, steps: int, warmup: int):
 
 def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: float, loader, run_state,
               student: nn.Module, ctx: DistContext, stop: GracefulStop, checkpoint_minutes: float,
-              weight_decay: float = 0.01, grad_clip: float = 1.0, after_step: Optional[Callable] = None) -> dict:
-    """objective(batch) -> (loss, {stat: float}); after_step(stats, step, steps) runs after each update.
-    Returns the phase's history (mean stats)."""
+              weight_decay: float = 0.01, grad_clip: float = 1.0, after_step: Optional[Callable] = None,
+              before_step: Optional[Callable] = None) -> dict:
+    """objective(batch) -> (loss, {stat: float}); before_step(step, steps) runs before each step (step
+    counts from 0, resumed runs from where they stopped), after_step(stats, step, steps) after each
+    update. Returns the phase's history (mean stats)."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = cosine_schedule(optimizer, steps, warmup=max(1, steps // 20))
@@ -94,6 +96,8 @@ def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: f
     try:
         for step in range(start, steps):
             batch = next(data)
+            if before_step is not None:
+                before_step(step, steps)
             loss, stats = objective(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,6 +17,34 @@ GATE_LABELS = ("auto", "loss", "budget", "tau")
 GATE_LR = {"loss": 2e-2, "budget": 1e-3, "tau": 1e-3}
 
 
+def parse_budget_range(text: Optional[str]) -> Optional[list]:
+    """"LO:HI" -> [lo, hi] with 0 < lo < hi <= 1."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None:
+        raise AcmInputError(f"--budget-range {text!r}: give two budgets as LO:HI, e.g. 0.25:1.0")
+    return check_budget_range([lo, hi])
+
+
+def check_budget_range(value, budget: Optional[float] = None) -> list:
+    """[lo, hi] as floats; `budget` (the model's default) must lie in it."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise AcmInputError(f"--budget-range: two budgets, LO and HI; got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    if not 0 < lo < hi <= 1:
+        raise AcmInputError(f"--budget-range {lo:g}:{hi:g}: need 0 < LO < HI <= 1")
+    if budget is not None and not lo <= budget <= hi:
+        raise AcmInputError(f"--budget {budget:g} lies outside --budget-range {lo:g}:{hi:g}: the budget the model "
+                            f"runs at by default must be one it trains for")
+    return [lo, hi]
+
+
 @dataclass
 class ConvertOptions:
     model: str
@@ -32,6 +60,7 @@ class ConvertOptions:
     static: bool = False
     labels: bool = False
     finetune_gates: bool = False  # train the gates in fine-tuning too (budget, entropy, diversity losses)
+    budget_range: Optional[list] = None  # [lo, hi]: fine-tune for every budget in it (acmtool.train.budget_range)
     distill_epochs: float = 1.0
     gate_epochs: float = 0.5
     finetune_epochs: float = 1.0
@@ -79,6 +108,16 @@ class ConvertOptions:
                 raise AcmInputError(f"--{name.replace('_', '-')} must be positive; got {value}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AcmInputError("--max-steps must be positive")
+        if self.budget_range is not None:
+            self._check_budget_range()
+
+    def _check_budget_range(self) -> None:
+        self.budget_range = check_budget_range(self.budget_range, self.budget)
+        if self.static:
+            raise AcmInputError("--budget-range trains the gates' budget knob; a --static model has no gates")
+        if self.finetune_gates:
+            raise AcmInputError("--budget-range fine-tunes with the gates fixed (their shift sets each step's "
+                                "budget); drop --finetune-gates")
 
     def to_dict(self) -> dict:
         """The run's options as --resume compares them; --force says how to write, not what to train."""

@@ -26,7 +26,8 @@ from acmtool.io.checkpoint import save
 from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing, report_path
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
-from acmtool.layers.control import apply_static_k
+from acmtool.layers.control import apply_static_k, at_budget
+from acmtool.train.budget_range import RangeTraining, report_budgets
 from acmtool.train.budget_table import budget_table
 from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
 from acmtool.train.capture import SiteCapture
@@ -178,7 +179,7 @@ class Pipeline:
 
     # --- phases ----------------------------------------------------------------------------
     def phase(self, name: str, epochs: float, lr: float, step_fn, params: list, stop: GracefulStop,
-              after_step=None) -> None:
+              after_step=None, before_step=None) -> None:
         if self.run.is_done(name):
             return
         steps = self.steps(epochs)
@@ -186,7 +187,8 @@ class Pipeline:
         if steps:
             history = run_phase(name, objective=step_fn, params=params, steps=steps, lr=lr,
                                 loader=self.train_loader, run_state=self.run, student=self.student, ctx=self.ctx,
-                                stop=stop, checkpoint_minutes=self.opts.checkpoint_minutes, after_step=after_step)
+                                stop=stop, checkpoint_minutes=self.opts.checkpoint_minutes, after_step=after_step,
+                                before_step=before_step)
         history["steps"] = steps
         self.run.mark_done(name, history)
         self.run.save(self.student.state_dict(), None, 0)
@@ -286,9 +288,16 @@ class Pipeline:
             noise = max(0.0, 1.0 - step / (NOISE_FREE * steps))
             for m in self.acms.values():
                 m.gumbel_noise = noise
+        spread = None
+        if o.budget_range is not None:  # each step at its own budget of the range, through the knob's shift
+            spread = RangeTraining(self.student, self.calib_batches, o.budget, o.budget_range, self.ctx.device,
+                                   o.seed, self.log)
         try:
-            self.phase("finetune", o.finetune_epochs, o.finetune_lr, step, params, stop, after_step=steer)
+            self.phase("finetune", o.finetune_epochs, o.finetune_lr, step, params, stop, after_step=steer,
+                       before_step=spread)
         finally:
+            if spread is not None:
+                spread.finish()
             self.student.eval()
 
     # --- the whole job -----------------------------------------------------------------------
@@ -314,12 +323,15 @@ class Pipeline:
             table = budget_table(self.student, self.calib_batches, o.budget, self.ctx.device)
             lo, hi = table["budgets"][0], table["budgets"][-1]
             self.log(f"budget knob: calibrated for budgets {lo:.2f} to {hi:.2f} ({len(table['budgets'])} points)")
-        report = self.report(calibration)
-        report["budget_table"] = table
         info = self.student.acmtool_info
-        info.update(budget=o.budget, static=o.static, report=report)
+        info.update(budget=o.budget, static=o.static)
         if table is not None:
             info["budget_table"] = {"budgets": table["budgets"], "shifts": table["shifts"]}
+        if o.budget_range is not None:
+            info["budget_range"] = list(o.budget_range)
+        report = self.report(calibration)
+        report["budget_table"] = table
+        info["report"] = report
         if self.ctx.is_main:
             if self.write_files:
                 self.write(report)
@@ -331,12 +343,20 @@ class Pipeline:
     def report(self, calibration) -> dict:
         o = self.opts
         profile = self.student.acmtool_info.get("flops_profile")
-        validation = {}
+        validation, curve = {}, None
         if self.ctx.is_main:
-            validation, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
-                                     probe_loader=eval_loader(self.data.train, self.opts.batch_size, self.data.collate,
-                                                              self.data.kind) if self.data.num_classes else None)
-        return {"model": o.model, "data": self.data.source, "default_data": o.data is None,
+            probe = eval_loader(self.data.train, o.batch_size, self.data.collate, self.data.kind) \
+                if self.data.num_classes else None
+            validation, ev = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
+                                      probe_loader=probe)
+            if o.budget_range is not None:  # the one model across its range, on the same samples
+                curve = []
+                for b in report_budgets(*o.budget_range, o.budget):
+                    with at_budget(self.student, b):
+                        at, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
+                                         probe_loader=probe, original=ev.original)
+                    curve.append({"budget": b, **at})
+        return {"budget_curve": curve, "model": o.model, "data": self.data.source, "default_data": o.data is None,
                 "budget_target": o.budget, "static": o.static, "device": str(self.ctx.device),
                 "options": {"seed": o.seed, "val_fraction": o.val_fraction, "max_samples": o.max_samples,
                             "text_column": o.text_column, "label_column": o.label_column},

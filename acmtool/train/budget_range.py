@@ -1,0 +1,84 @@
+"""`convert --budget-range LO:HI`: one model fine-tuned for every budget of a range.
+
+A model converted at one budget fine-tunes its learners (and the rest of the model) to the choices
+its gates make at that budget; the run-time knob (acmtool.layers.budget_knob) then moves every
+gate's choices, and the learners meet splits they never trained on. With a range, each fine-tuning
+step runs at its own budget, spread evenly over [LO, HI] (a golden-ratio sequence: any stretch of
+steps covers the range), through the same logit shift the knob applies at inference, so the one
+model learns to work wherever the knob will put it. The shifts come from a budget table measured on
+the calibration batches at the start of fine-tuning and again at each quarter of it (fine-tuning
+moves the gates' inputs); a resumed run measures it again where it resumes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from acmtool.errors import AcmInputError
+from acmtool.layers.acm import acm_modules
+from acmtool.layers.budget_knob import shift_at
+from acmtool.train.budget_table import GRID, budget_table
+
+GOLDEN = (math.sqrt(5) - 1) / 2
+REFRESHES = 4  # budget tables measured per fine-tuning phase
+REPORTED = (0.25, 0.5, 0.75)  # besides the range's ends and the trained budget
+
+
+def range_grid(lo: float, hi: float) -> tuple:
+    """The knob's grid points inside [lo, hi], and its two ends."""
+    return tuple(sorted({lo, hi, *(b for b in GRID if lo < b < hi)}))
+
+
+def step_budget(lo: float, hi: float, step: int, seed: int) -> float:
+    """The budget of fine-tuning step `step`: the same for a step whether or not the run resumed."""
+    u = (0.5 * (seed % 7919) / 7919 + step * GOLDEN) % 1.0
+    return lo + (hi - lo) * u
+
+
+def report_budgets(lo: float, hi: float, trained: float) -> list:
+    return sorted({lo, hi, trained, *(b for b in REPORTED if lo < b < hi)})
+
+
+class RangeTraining:
+    """before_step of the fine-tuning phase: sets every gate's shift for the step's budget."""
+
+    def __init__(self, model, batches: list, trained: float, budget_range: list, device, seed: int, log=print):
+        self.model, self.batches, self.trained, self.device = model, batches, trained, device
+        self.lo, self.hi = budget_range
+        self.seed, self.log = seed, log
+        self.table: Optional[dict] = None
+        self.measured_at = -1
+        self.acms = [m for _, m in acm_modules(model)]
+
+    def _measure(self, step: int) -> None:
+        for m in self.acms:
+            m.budget_shift = None
+        modes = [(m, m.training) for m in self.model.modules()]  # fine-tuning trains the ACMs only
+        self.model.eval()
+        try:
+            table = budget_table(self.model, self.batches, self.trained, self.device, grid=range_grid(self.lo, self.hi))
+        finally:
+            for m, training in modes:
+                m.training = training
+        lo, hi = table["budgets"][0], table["budgets"][-1]
+        if lo > self.lo + 0.02 or hi < self.hi - 0.02:
+            raise AcmInputError(f"--budget-range {self.lo:g}:{self.hi:g}: these gates reach only {lo:.2f} to {hi:.2f} "
+                                f"on the calibration data; narrow the range")
+        self.table, self.measured_at = {"budgets": table["budgets"], "shifts": table["shifts"]}, step
+        self.log(f"budget range: shifts measured for {len(table['budgets'])} budgets from {lo:.2f} to {hi:.2f} "
+                 f"(step {step})")
+
+    def __call__(self, step: int, steps: int) -> None:
+        every = max(1, math.ceil(steps / REFRESHES))
+        if self.table is None or (step % every == 0 and step != self.measured_at):
+            self._measure(step)
+        b = step_budget(self.lo, self.hi, step, self.seed)
+        shift = float(shift_at(self.table, torch.tensor(b)))
+        for m in self.acms:
+            m.budget_shift = shift
+
+    def finish(self) -> None:
+        for m in self.acms:
+            m.budget_shift = None

@@ -1,0 +1,209 @@
+"""Holding a latency target under a rising load (issue 17): the dense model, an ACM at its fixed
+budget, and the same ACM with acmtool.runtime.BudgetController, served one request at a time by
+worker threads from one ONNX Runtime session each, under the same Poisson arrivals whose rate rises
+linearly through the run.
+
+    python -m benchmarks.load --acm M.acm.onnx --dense D.onnx --checkpoint M.acm.safetensors
+        [--task minilm-fortunes] [--curve EVAL.json] [--target-ms T] [--seconds 60] [--workers 2] [--readme]
+
+Requests are real held-out samples of the task (batch 1). A request's latency runs from its arrival
+to its answer, queueing included. The rate rises from half the fixed-budget ACM's capacity (workers
+/ its median service time, measured first) to `--peak` times that capacity, so the fixed model ends
+overloaded and its queue grows, while the controller can lower the budget to keep up. The default
+target is `--target-x` times the fixed ACM's median service time. The accuracy column is what the
+budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget curve
+(`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
+interpolated, averaged over requests.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+THIRDS = ("low", "mid", "high")
+
+
+def arrivals(rate0: float, rate1: float, seconds: float, seed: int) -> np.ndarray:
+    """Arrival times (s) of a Poisson process whose rate rises linearly from rate0 to rate1: the
+    unit-rate process's times mapped through the inverse of the cumulative rate."""
+    rng = np.random.default_rng(seed)
+    total = (rate0 + rate1) / 2 * seconds  # the cumulative rate at the end
+    unit = np.cumsum(rng.exponential(1.0, size=int(total * 1.5) + 50))
+    unit = unit[unit < total]
+    slope = (rate1 - rate0) / seconds
+    if abs(slope) < 1e-12:
+        return unit / rate0
+    return (-rate0 + np.sqrt(rate0 ** 2 + 2 * slope * unit)) / slope  # solves rate0 t + slope t^2 / 2 = u
+
+
+def serve(sess, feeds: list, times: np.ndarray, workers: int, budget_of: Optional[Callable[[], float]] = None,
+          observe: Optional[Callable[[float], None]] = None) -> dict:
+    """Every request i arrives at times[i]; `workers` threads answer them in arrival order. With
+    budget_of, each request feeds its budget input the value it returns; observe gets each latency."""
+    n = len(times)
+    latency, budgets = np.zeros(n), np.full(n, np.nan)
+    lock, nxt = threading.Lock(), [0]
+    start = time.perf_counter() + 0.05
+
+    def work():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= n:
+                return
+            wait = start + times[i] - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            feed = dict(feeds[i % len(feeds)])
+            if budget_of is not None:
+                budgets[i] = budget_of()
+                feed["budget"] = np.array(budgets[i], dtype=np.float32)
+            sess.run(None, feed)
+            latency[i] = (time.perf_counter() - start - times[i]) * 1e3
+            if observe is not None:
+                observe(latency[i])
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"latency_ms": latency, "budget": budgets}
+
+
+def accuracy_curve(path: Optional[Path]) -> Optional[tuple]:
+    """(budgets, accuracy %, original %, metric) from `acmtool eval --budgets --json`; None without one."""
+    if path is None:
+        return None
+    import json
+    report = json.loads(Path(path).read_text())
+    rows = sorted(report["budget_curve"], key=lambda r: r["budget"])
+    key = next(k for k in ("dropin_probe", "accuracy") if k in (rows[0].get("vs_original") or {}))
+    base = report["teacher_probe_accuracy"] if key == "dropin_probe" else report["teacher_accuracy"]
+    acc = [100 * (base + r["vs_original"][key]["diff"]) for r in rows]
+    return [r["budget"] for r in rows], acc, 100 * base, "drop-in probe" if key == "dropin_probe" else "accuracy"
+
+
+def summarise(name: str, got: dict, times: np.ndarray, seconds: float, target_ms: float,
+              curve: Optional[tuple], fixed_budget: Optional[float]) -> dict:
+    lat = got["latency_ms"]
+    row = {"model": name, "requests": len(lat), "p50_ms": float(np.percentile(lat, 50)),
+           "p99_ms": float(np.percentile(lat, 99)), "over_target": float(np.mean(lat > target_ms))}
+    for i, third in enumerate(THIRDS):
+        part = lat[(times >= i * seconds / 3) & (times < (i + 1) * seconds / 3)]
+        row[f"p99_{third}_ms"] = float(np.percentile(part, 99)) if len(part) else float("nan")
+    budgets = got["budget"]
+    if name == "dense":
+        row["mean_budget"] = 1.0
+    else:
+        row["mean_budget"] = float(np.nanmean(budgets)) if np.isfinite(budgets).any() else fixed_budget
+        row["lowest_budget"] = float(np.nanmin(budgets)) if np.isfinite(budgets).any() else fixed_budget
+    if curve is not None:
+        xs, acc, original, metric = curve
+        row["metric"] = metric
+        if name == "dense":
+            row["accuracy"] = original
+        else:
+            chosen = budgets[np.isfinite(budgets)] if np.isfinite(budgets).any() else np.array([fixed_budget])
+            row["accuracy"] = float(np.mean(np.interp(chosen, xs, acc)))
+    return row
+
+
+def service_ms(sess, feeds: list, budget: Optional[float] = None, count: int = 40) -> float:
+    """Median time of one request alone (no queue)."""
+    out = []
+    for i in range(count + 5):
+        feed = dict(feeds[i % len(feeds)])
+        if budget is not None:
+            feed["budget"] = np.array(budget, dtype=np.float32)
+        t = time.perf_counter()
+        sess.run(None, feed)
+        if i >= 5:
+            out.append(time.perf_counter() - t)
+    return float(np.median(out) * 1e3)
+
+
+def render(rows: list[dict], target_ms: float) -> str:
+    from acmtool.cli.format import table
+    head = ["model", "requests", "p50 ms", "p99 ms", "p99 low/mid/high load", "over target", "mean budget",
+            "lowest"] + (["accuracy %"] if any("accuracy" in r for r in rows) else [])
+    body = []
+    for r in rows:
+        cells = [r["model"], str(r["requests"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                 " / ".join(f"{r[f'p99_{t}_ms']:.0f}" for t in THIRDS), f"{100 * r['over_target']:.1f} %",
+                 f"{r['mean_budget']:.3f}", f"{r['lowest_budget']:.3f}" if "lowest_budget" in r else "-"]
+        if "accuracy" in r:
+            cells.append(f"{r['accuracy']:.2f}")
+        body.append(cells)
+    return table(head, body) + f"\n(target p99 {target_ms:.1f} ms)"
+
+
+def main(argv=None) -> list[dict]:
+    from acmtool.runtime.budget_controller import BudgetController
+    from acmtool.runtime.session import session
+    from benchmarks.__main__ import RESULTS, write
+    from benchmarks.machine import tag
+    from benchmarks.pareto_latency import TASKS, feeds_for, held_out, held_out_batches
+    p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.splitlines()[0])
+    p.add_argument("--acm", type=Path, required=True, help="the ACM's ONNX model, with its budget input")
+    p.add_argument("--dense", type=Path, required=True, help="the original model's ONNX model")
+    p.add_argument("--checkpoint", type=Path, required=True, help="the ACM checkpoint (for its held-out samples)")
+    p.add_argument("--task", choices=sorted(TASKS), default="minilm-fortunes")
+    p.add_argument("--curve", type=Path, default=None, help="`acmtool eval --budgets --json` of the checkpoint")
+    p.add_argument("--target-ms", type=float, default=None)
+    p.add_argument("--target-x", type=float, default=4.0, help="default target: this x the fixed ACM's service time")
+    p.add_argument("--peak", type=float, default=1.25, help="the last rate, x the fixed ACM's capacity")
+    p.add_argument("--lowest", type=float, default=None, help="the controller's lowest budget (default: the model's)")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="the result file's name (default: from the task)")
+    p.add_argument("--readme", action="store_true", help="also rewrite the README's load table")
+    a = p.parse_args(argv)
+    dataset, collate = held_out(TASKS[a.task], a.checkpoint)
+    batches = held_out_batches(dataset, collate, 1, min(len(dataset), 500))
+    sessions = {n: session(path, threads=1) for n, path in (("dense", a.dense), ("acm", a.acm))}
+    feeds = {n: [feeds_for(s, b) for b in batches] for n, s in sessions.items()}
+    ctl = BudgetController.for_model(a.acm, target_ms=1.0, lowest=a.lowest)  # target set below
+    trained = ctl.budget
+    fixed = service_ms(sessions["acm"], feeds["acm"], trained)
+    lowest = service_ms(sessions["acm"], feeds["acm"], ctl.lowest)
+    dense = service_ms(sessions["dense"], feeds["dense"])
+    target = a.target_ms or a.target_x * fixed
+    capacity = a.workers / fixed * 1e3
+    rate0, rate1 = 0.5 * capacity, a.peak * capacity
+    print(f"service time alone (ms): dense {dense:.1f}, ACM at {trained:g} {fixed:.1f}, at {ctl.lowest:g} "
+          f"{lowest:.1f}; rate {rate0:.0f} -> {rate1:.0f} requests/s over {a.seconds:g} s, {a.workers} workers; "
+          f"target p99 {target:.1f} ms")
+    times = arrivals(rate0, rate1, a.seconds, a.seed)
+    curve = accuracy_curve(a.curve)
+    rows = []
+    for name in ("dense", "acm fixed", "acm controlled"):
+        sess = sessions["dense" if name == "dense" else "acm"]
+        fs = feeds["dense" if name == "dense" else "acm"]
+        if name == "acm controlled":
+            ctl = BudgetController.for_model(a.acm, target_ms=target, lowest=a.lowest)
+            got = serve(sess, fs, times, a.workers, lambda: ctl.budget, ctl.observe)
+        else:
+            got = serve(sess, fs, times, a.workers)
+        rows.append(summarise(name, got, times, a.seconds, target, curve, None if name == "dense" else trained))
+        print(f"{name}: p99 {rows[-1]['p99_ms']:.1f} ms", flush=True)
+    text = render(rows, target)
+    print(text)
+    extra = {"target_ms": target, "rate": [rate0, rate1], "seconds": a.seconds, "workers": a.workers,
+             "service_ms": {"dense": dense, "acm_trained": fixed, "acm_lowest": lowest},
+             "trained_budget": trained, "lowest_budget": ctl.lowest, "acm": str(a.acm), "curve": str(a.curve)}
+    write(rows, RESULTS / f"load-{a.name or a.task}-{tag()}", extra)
+    if a.readme:
+        from benchmarks import readme
+        readme.update({"load": readme.indented(text)})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""convert --budget-range LO:HI (issue 17): one model fine-tuned at budgets spread over a range, the
+knob's shift applied in training as at inference, the report's accuracy at several budgets, and the
+range kept in the checkpoint and the ONNX model; every misuse a clear error."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import acmtool
+from acmtool.cli.main import cli
+from acmtool.errors import AcmInputError
+from acmtool.layers.acm import AcmMlp, acm_modules
+from acmtool.layers.budget_knob import shift_at
+from acmtool.train.budget_range import RangeTraining, range_grid, report_budgets, step_budget
+from acmtool.train.options import ConvertOptions, parse_budget_range
+from tiny_run import TINY, TINY_ARGS, write_squares
+
+
+def test_budget_range_parses_and_refuses_what_cannot_be_a_range():
+    assert parse_budget_range("0.25:1.0") == [0.25, 1.0]
+    assert parse_budget_range(None) is None
+    for bad, message in (("0.5", "LO:HI"), ("a:b", "LO:HI"), ("0.2:0.4:0.6", "LO:HI"), ("0.8:0.2", "0 < LO < HI"),
+                         ("0:1", "0 < LO < HI"), ("0.2:1.5", "0 < LO < HI"), ("nan:1", "0 < LO < HI"),
+                         ("0.5:0.5", "0 < LO < HI")):
+        with pytest.raises(AcmInputError, match=message):
+            parse_budget_range(bad)
+    base = dict(model="m", data="d", output="o.acm.safetensors")
+    with pytest.raises(AcmInputError, match="outside --budget-range"):
+        ConvertOptions(budget=0.2, budget_range=[0.25, 1.0], **base)
+    with pytest.raises(AcmInputError, match="static"):
+        ConvertOptions(budget=0.5, budget_range=[0.25, 1.0], static=True, **base)
+    with pytest.raises(AcmInputError, match="finetune-gates"):
+        ConvertOptions(budget=0.5, budget_range=[0.25, 1.0], finetune_gates=True, **base)
+    with pytest.raises(AcmInputError, match="two budgets"):
+        ConvertOptions(budget=0.5, budget_range=[0.25], **base)
+
+
+def test_step_budgets_cover_the_range_evenly_and_do_not_depend_on_resuming():
+    lo, hi = 0.25, 1.0
+    budgets = [step_budget(lo, hi, s, seed=0) for s in range(200)]
+    assert all(lo <= b <= hi for b in budgets)
+    counts, _ = np.histogram(budgets, bins=10, range=(lo, hi))
+    assert counts.min() >= 15 and counts.max() <= 25  # uniform would be 20 each
+    assert [step_budget(lo, hi, s, seed=0) for s in range(150, 200)] == budgets[150:]
+    assert step_budget(lo, hi, 3, seed=1) != budgets[3]
+    assert range_grid(0.27, 0.5) == (0.27, 0.3, 0.35, 0.4, 0.45, 0.5)
+    assert report_budgets(0.25, 1.0, 0.625) == [0.25, 0.5, 0.625, 0.75, 1.0]
+    assert report_budgets(0.3, 0.6, 0.5) == [0.3, 0.5, 0.6]
+
+
+def test_the_shift_moves_the_gates_in_training_as_at_inference():
+    torch.manual_seed(0)
+    acm = AcmMlp(16, 16, num_learners=4, learner_width=8, activation="gelu", min_k=0, gate_hidden=8)
+    acm.gumbel_noise = 0.0
+    x = torch.randn(64, 16)
+    for mode in ("train", "eval"):
+        getattr(acm, mode)()
+        ks = {}
+        for shift in (-50.0, None, 50.0):
+            acm.budget_shift = shift
+            acm(x)
+            ks[shift] = acm.last_k.float().mean().item()
+        assert ks[-50.0] == 4 and ks[50.0] == 0, (mode, ks)
+        assert 0 <= ks[None] <= 4
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory):
+    """The tiny ViT converted with --budget-range 0.25:1.0 (no --budget: the middle, 0.625)."""
+    tmp = tmp_path_factory.mktemp("range")
+    npz = write_squares(tmp / "squares.npz")
+    out = tmp / "vit.acm.safetensors"
+    args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget-range", "0.25:1.0", "--data", str(npz),
+            "-o", str(out), "--max-steps", "8", "--batch-size", "32"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return {"ckpt": out, "onnx": tmp / "vit.acm.onnx", "output": r.output, "npz": npz, "tmp": tmp}
+
+
+def test_a_range_model_reports_each_budget_and_keeps_its_range(ranged):
+    assert "budget range: shifts measured" in ranged["output"]
+    model = acmtool.load(ranged["ckpt"])
+    info = model.acmtool_info
+    assert info["budget"] == 0.625 and info["budget_range"] == [0.25, 1.0]
+    table = info["budget_table"]
+    assert table["budgets"][0] <= 0.25 and table["budgets"][-1] == 1.0
+    report = json.loads(ranged["ckpt"].with_name("vit.report.json").read_text())
+    curve = report["budget_curve"]
+    assert [r["budget"] for r in curve] == [0.25, 0.5, 0.625, 0.75, 1.0]
+    achieved = [r["achieved_budget"] for r in curve]
+    assert achieved == sorted(achieved) and achieved[-1] == pytest.approx(1.0)
+    assert all(r["eval_samples"] > 0 and "accuracy" in r["vs_original"] for r in curve)
+    assert "across the trained range" in ranged["output"] and "0.62" in ranged["output"]
+    assert report["convert_options"]["budget_range"] == [0.25, 1.0]
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(ranged["onnx"]), load_external_data=False).metadata_props}
+    assert json.loads(meta["acmtool.budget"])["trained_range"] == [0.25, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        acmtool.set_budget(model, 0.3)  # trained for: no warning, though 0.33 below 0.625
+    if table["budgets"][0] <= 0.2:
+        with pytest.warns(UserWarning, match="outside the range this model was trained for"):
+            acmtool.set_budget(model, 0.2)
+
+
+def test_a_report_s_range_comes_back_with_config(ranged, tmp_path):
+    """--config REPORT reruns the same conversion, the range included: a --budget outside it is refused."""
+    report = ranged["ckpt"].with_name("vit.report.json")
+    r = CliRunner().invoke(cli, ["convert", TINY, "--config", str(report), "--budget", "0.1",
+                                 "-o", str(tmp_path / "y.acm.safetensors")])
+    assert r.exit_code != 0 and "outside --budget-range 0.25:1" in r.output, r.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"budget_range": [0.9, 0.1]}))
+    r = CliRunner().invoke(cli, ["convert", TINY, "--config", str(bad), "--data", str(ranged["npz"]),
+                                 "-o", str(tmp_path / "x.acm.safetensors")])
+    assert r.exit_code != 0 and "0 < LO < HI" in r.output, r.output
+
+
+def test_range_training_sets_each_step_s_shift_from_its_table(ranged):
+    model = acmtool.load(ranged["ckpt"])
+    x = torch.from_numpy(np.load(ranged["npz"])["x"][:64])
+    lines = []
+    spread = RangeTraining(model, [x], 0.625, [0.25, 1.0], torch.device("cpu"), seed=0, log=lines.append)
+    acms = [m for _, m in acm_modules(model)]
+    for step in range(6):
+        spread(step, 8)
+        want = float(shift_at(spread.table, torch.tensor(step_budget(0.25, 1.0, step, 0))))
+        assert all(m.budget_shift == pytest.approx(want) for m in acms)
+    assert len(lines) == 3  # steps 0, 2 and 4 of 8: a table per quarter
+    spread.finish()
+    assert all(m.budget_shift is None for m in acms)
