@@ -132,3 +132,35 @@ def test_range_training_sets_each_step_s_shift_from_its_table(ranged):
     assert len(lines) == 3  # steps 0, 2 and 4 of 8: a table per quarter
     spread.finish()
     assert all(m.budget_shift is None for m in acms)
+
+
+def test_the_budget_curve_benchmark_puts_the_range_model_beside_a_single_budget_one(ranged):
+    """benchmarks.budget_curve on the tiny ViT: the range model at three budgets, against a model
+    converted at 0.5 alone, paired, timed, tabled and plotted."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from acmtool.runtime.build import find_library
+    if find_library() is None:
+        pytest.skip("the custom-op library is not built (make build)")
+    from benchmarks import budget_curve as bc
+    from benchmarks.pareto_latency import Task
+    single = ranged["tmp"] / "single.acm.safetensors"
+    args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget", "0.5", "--data", str(ranged["npz"]),
+            "-o", str(single), "--max-steps", "4", "--batch-size", "32"]
+    assert CliRunner().invoke(cli, args, catch_exceptions=False).exit_code == 0
+    task = Task("tiny", lambda: TINY, ranged["npz"], "val")
+    work = ranged["tmp"] / "curve"
+    work.mkdir()
+    curve, against = bc.accuracy(task, ranged["ckpt"], {0.5: single}, (0.25, 0.5, 1.0), work)
+    lat = {b: bc.latency(task, ranged["ckpt"], {0.5: single}, (0.25, 0.5, 1.0), b, 3, 1, work) for b in (1, 4)}
+    rows = bc.rows_of(curve, against, lat)
+    assert [(r["model"][:3], r["budget"]) for r in rows] == [("one", 0.25), ("one", 0.5), ("one", 1.0), ("con", 0.5)]
+    achieved = [r["achieved"] for r in rows[:3]]
+    assert achieved == sorted(achieved)
+    paired = rows[3]
+    assert paired["knob_achieved"] == pytest.approx(rows[1]["achieved"])  # the same model, budget and samples
+    assert paired["knob_minus_single"] == pytest.approx(rows[1]["accuracy"] - paired["accuracy"])
+    assert all(r["latency_b1"] > 0 and r["latency_b4"] > 0 for r in rows)
+    assert "knob - single" in bc.render(rows, (1, 4))
+    assert bc.plot(rows, (1, 4), work / "curve.png").stat().st_size > 1000
+    again, _ = bc.accuracy(task, ranged["ckpt"], {0.5: single}, (0.25, 0.5, 1.0), work, log=pytest.fail)
+    assert again == curve  # cached: no evaluation the second time
