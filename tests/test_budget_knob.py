@@ -126,16 +126,31 @@ def test_static_models_export_without_a_budget_input(tmp_path):
 def test_eval_budgets_prints_one_row_per_budget(converted):
     npz = str(converted["tmp"] / "squares.npz")
     js = converted["tmp"] / "curve.json"
+    png = converted["tmp"] / "curve.png"
     r = CliRunner().invoke(cli, ["eval", str(converted["ckpt"]), "--data", npz, "--budgets", "0.25,0.75,1",
-                                 "--json", str(js), "--force"], catch_exceptions=False)
+                                 "--json", str(js), "--plot", str(png), "--force"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "At other budgets" in r.output and "accuracy vs original" in r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     curve = json.loads(js.read_text())["budget_curve"]
     assert [c["budget"] for c in curve] == [0.25, 0.75, 1.0]
     assert [c["achieved_budget"] for c in curve] == sorted(c["achieved_budget"] for c in curve)
     for bad in ("0.2,x", "0,0.5", "1.5"):
         r = CliRunner().invoke(cli, ["eval", str(converted["ckpt"]), "--data", npz, "--budgets", bad])
         assert r.exit_code == 2 and "--budgets" in r.output
+
+
+def test_bench_budgets_times_the_model_at_each_budget_and_plots_it(converted, tmp_path):
+    png, js = tmp_path / "lat.png", tmp_path / "lat.json"
+    r = CliRunner().invoke(cli, ["bench", str(converted["onnx"]), "--budgets", "0.25,1", "--warmup", "1", "--iters", "3",
+                                 "--threads", "1", "--json", str(js), "--plot", str(png)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "the model at each budget" in r.output
+    assert [b["budget"] for b in json.loads(js.read_text())["budgets"]] == [0.25, 1.0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for cmd in (["bench", str(converted["onnx"])], ["eval", str(converted["ckpt"]), "--data", "x.npz"]):
+        r = CliRunner().invoke(cli, cmd + ["--plot", str(tmp_path / "no.png")])
+        assert r.exit_code == 2 and "give --budgets too" in r.output and not (tmp_path / "no.png").exists()
 
 
 def test_a_damaged_budget_table_is_refused(converted, tmp_path):

@@ -6,6 +6,7 @@ import json
 import click
 
 from acmtool.cli.main import cli
+from acmtool.errors import AcmInputError
 
 
 @cli.command("bench")
@@ -31,9 +32,11 @@ from acmtool.cli.main import cli
 @click.option("--budgets", default=None, metavar="B1,B2,...",
               help="A model with a budget input (the run-time knob): also time it at each of these budgets.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write JSON here.")
-@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="With --budgets: also draw latency and throughput against the budget (PNG).")
+@click.option("--force", is_flag=True, help="Replace an existing --json or --plot file.")
 def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, threads, provider, profile_runs, budgets,
-              json_path, force):
+              json_path, plot_path, force):
     """Time ONNX_MODEL in ONNX Runtime on random inputs that fit it: p50/p90/p99 latency and
     samples per second; with --baseline, both side by side and the speed-up (median over rounds
     of baseline time / model time)."""
@@ -41,8 +44,9 @@ def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, thre
     from acmtool.io.atomic import atomic_path
     from acmtool.io.outputs import refuse_existing
     from acmtool.runtime.bench import BenchConfig, bench, render
-    if json_path:
-        refuse_existing([json_path], force)
+    if plot_path and not budgets:
+        raise AcmInputError("--plot draws the --budgets curve: give --budgets too")
+    refuse_existing([p for p in (json_path, plot_path) if p], force)
     cfg = BenchConfig(batch=batch, seq=seq, warmup=warmup, iters=iters, threads=threads, provider=provider,
                       max_seconds=max_seconds, profile_runs=profile_runs, budgets=parse_budgets(budgets))
     report = bench(onnx_model, cfg, baseline=baseline)
@@ -51,3 +55,6 @@ def bench_cmd(onnx_model, baseline, batch, seq, warmup, iters, max_seconds, thre
         with atomic_path(json_path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         click.echo(f"wrote {json_path}")
+    if plot_path:
+        from acmtool.cli.curve_plot import plot_latency_curve
+        click.echo(f"wrote {plot_latency_curve(report, plot_path)}")

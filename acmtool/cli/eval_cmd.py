@@ -144,12 +144,14 @@ def render_curve(report: dict) -> str:
               help="Evaluate CHECKPOINT at this budget (the run-time budget knob), the --baseline comparison too.")
 @click.option("--budgets", default=None, metavar="B1,B2,...",
               help="Also evaluate at these budgets (the run-time budget knob), on the same samples: one row each.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="With --budgets: also draw the task figure and the achieved budget against the budget (PNG).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=2), default=None)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+@click.option("--force", is_flag=True, help="Replace an existing --json or --plot file.")
 def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, split, baseline, budget, budgets,
-             batch_size, max_samples, device, force):
+             plot_path, batch_size, max_samples, device, force):
     """Evaluate CHECKPOINT against its original model on DATA: accuracy for classifiers; cosine
     similarity, the drop-in probe (a logistic regression fitted on the original's features) and a
     refit probe (fitted on the model's own) for embedding models; each difference with its paired
@@ -157,8 +159,9 @@ def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, 
     from acmtool.io.atomic import atomic_path
     from acmtool.io.outputs import refuse_existing
     from acmtool.train.evaluate_checkpoint import evaluate_checkpoint
-    if json_path:
-        refuse_existing([json_path], force)
+    if plot_path and not budgets:
+        raise AcmInputError("--plot draws the --budgets curve: give --budgets too")
+    refuse_existing([p for p in (json_path, plot_path) if p], force)
     report = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, max_samples=max_samples,
                                  device=device, baseline=baseline, test_data=test_data,
                                  columns={"text_column": text_column, "label_column": label_column},
@@ -167,6 +170,9 @@ def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, 
     click.echo(render_with_baseline(report, where) if baseline else render_eval(report, where))
     if report.get("budget_curve"):
         click.echo(f"\nAt other budgets (one model, the budget knob; the same samples):\n{render_curve(report)}")
+    if plot_path:
+        from acmtool.cli.curve_plot import plot_accuracy_curve
+        click.echo(f"wrote {plot_accuracy_curve(report, plot_path)}")
     if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
