@@ -351,7 +351,11 @@ class Pipeline:
                                       probe_loader=probe)
             if o.budget_range is not None:  # the one model across its range, on the same samples
                 curve = []
+                budgets = self.student.acmtool_info["budget_table"]["budgets"]
                 for b in report_budgets(*o.budget_range, o.budget):
+                    if not budgets[0] <= b <= budgets[-1]:
+                        self.log(f"budget {b:g}: out of the calibrated range, not evaluated")
+                        continue
                     with at_budget(self.student, b):
                         at, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
                                          probe_loader=probe, original=ev.original)
