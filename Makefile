@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-DEBIAN_DATA := fortunes dataset-fashion-mnist pocketsphinx-testdata
+DEBIAN_DATA := fortunes dataset-fashion-mnist pocketsphinx-testdata asterisk-core-sounds-en-wav asterisk-core-sounds-en
 
 LIB := build/custom_ops/libacmtool_ops.so
 

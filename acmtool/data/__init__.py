@@ -1,4 +1,4 @@
-"""DATA for the conversion pipeline: a folder of images, a .npz, a text file, or a named dataset.
+"""DATA for the conversion pipeline: a folder of images or audio, a .npz, a text file, or a named dataset.
 
     data = load_data(source, model, spec, val_fraction=0.1, seed=0, max_samples=None)
     loader = DataLoader(data.train, batch_size=32, collate_fn=data.collate)
@@ -19,10 +19,11 @@ from acmtool.data.split import split_indices, subset_indices
 from acmtool.data.task_data import Loaded, PadCollate, StackCollate, TaskData
 from acmtool.errors import AcmInputError
 
-NAMED_DATASETS = ("fashion-mnist", "fortunes")
+NAMED_DATASETS = ("asterisk", "fashion-mnist", "fortunes", "pocketsphinx")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")  # acmtool.data.tables
 FILE_KINDS = ("a folder of images (class subfolders give labels), a .npz with x (and y), a .txt file, a .csv/.tsv/"
-              ".jsonl/.parquet table of text (and labels), a datasets folder")
+              ".jsonl/.parquet table of text (and labels), a datasets folder, audio files with a transcript table "
+              "(path, text) or in class subfolders")
 
 __all__ = ["NAMED_DATASETS", "PadCollate", "StackCollate", "TaskData", "load_data", "split_indices",
            "subset_indices"]
@@ -70,6 +71,9 @@ def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_lengt
     if name == "fortunes":
         from acmtool.data.named import fortunes
         return fortunes(model, spec, max_samples, seed, text_max_length)
+    if name in ("asterisk", "pocketsphinx"):
+        from acmtool.data.audio import load_named_audio
+        return load_named_audio(name, model, spec, max_samples, seed)
     path = Path(source).expanduser()
     if not path.exists():
         if "/" not in source and not path.suffix:  # looks like a dataset name, not a path
@@ -80,11 +84,16 @@ def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_lengt
     if _is_datasets_folder(source):
         from acmtool.data.tables import load_datasets_folder
         return load_datasets_folder(path, model, spec, max_samples, seed, text_max_length, **columns)
+    from acmtool.data.audio import is_audio_source, load_audio_source
+    if path.is_dir() and is_audio_source(path):
+        return load_audio_source(path, model, spec, max_samples, seed, **columns)
     if path.is_dir():
         from acmtool.data.images import load_folder
         return load_folder(path, model, spec, max_samples, seed)
     _check_file(path)
     suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES and is_audio_source(path):
+        return load_audio_source(path, model, spec, max_samples, seed, **columns)
     if suffix in TABLE_SUFFIXES:
         from acmtool.data.tables import load_table
         return load_table(path, model, spec, max_samples, seed, text_max_length, **columns)

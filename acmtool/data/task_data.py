@@ -20,7 +20,7 @@ class TaskData:
     val: Dataset
     num_classes: Optional[int]
     class_names: Optional[list]
-    kind: str  # "image" | "text" | "array"
+    kind: str  # "image" | "text" | "array" | "audio"
     source: str
     collate: Callable = field(repr=False)
     test: Optional[Dataset] = None
