@@ -120,20 +120,32 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
 
 def check_against_header(model: nn.Module, header: dict, path: Path) -> None:
     """Every tensor the model would load is in the file with the same shape, and nothing else is."""
-    state = model.state_dict()
-    missing = sorted(set(state) - set(header))
+    state = model.state_dict(keep_vars=True)
+    missing = sorted(names[0] for names in _tied_names(state) if not any(n in header for n in names))
     extra = sorted(set(header) - set(state))
     if missing or extra:
         shown = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(extra[:3])}"
         raise AcmInputError(f"{path}: the weights do not match the checkpoint's metadata ({shown}); the file "
                             f"is damaged or its metadata was edited")
     for name, tensor in state.items():
+        if name not in header:  # a tied weight, written under its other name
+            continue
         dtype, shape = header[name]
         if tuple(tensor.shape) != shape or _DTYPES.get(dtype) != tensor.dtype:
             raise AcmInputError(f"{path}: the weights do not match the checkpoint's metadata ({name} is "
                                 f"{dtype}{list(shape)} in the file, the metadata builds "
                                 f"{str(tensor.dtype).removeprefix('torch.')}{list(tensor.shape)}); the file is "
                                 f"damaged or its metadata was edited")
+
+
+def _tied_names(state: dict) -> list:
+    """The state dict's names grouped by tensor. A tied weight (Whisper's output projection is its
+    token embeddings) is one tensor under several names, and safetensors writes it under one only.
+    Grouped by the Parameter object itself: on the meta device every data pointer is 0."""
+    groups = {}
+    for name, tensor in state.items():
+        groups.setdefault(id(tensor), []).append(name)
+    return list(groups.values())
 
 
 def _shown(value) -> str:

@@ -21,6 +21,7 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -103,6 +104,32 @@ def read_ct2_model_bin(path) -> tuple[dict, dict[str, np.ndarray]]:
     return header, variables
 
 
+def read_ct2_spec_name(path) -> Optional[str]:
+    """The spec name in a model.bin's header ("WhisperSpec", "TransformerSpec", ...), reading only
+    the header; None when the file is not CTranslate2's (a pickle, a .bin of another format)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4 + 2 + 0xFFFF)  # u32 version, u16 length, the longest name a u16 allows
+    except OSError:
+        return None
+    r = _Reader(head, path)
+    try:
+        if not 2 <= r.u32("binary version") <= MAX_BINARY_VERSION:
+            return None
+        return r.string("spec name")
+    except AcmInputError:
+        return None
+
+
+def ct2_whisper_files(folder) -> list:
+    """The files load_ct2_whisper reads from `folder`, so that a source's digest covers exactly them
+    (the vocabulary decides the special token ids, config.json the suppressed tokens)."""
+    folder = Path(folder)
+    vocabulary = "vocabulary.json" if (folder / "vocabulary.json").exists() else "vocabulary.txt"
+    return ["model.bin", "config.json", vocabulary]
+
+
 def _read_variable(r: _Reader, version: int, index: int) -> tuple[str, np.ndarray]:
     name = r.string(f"name of variable {index}")
     rank = r.u8(f"rank of {name!r}")
@@ -144,7 +171,7 @@ def _read_aliases(r: _Reader, variables: dict[str, np.ndarray]) -> None:
 
 
 # --- Whisper --------------------------------------------------------------------------------
-_SPEC_NAME = "WhisperSpec"
+SPEC_NAME = "WhisperSpec"
 _MAX_REVISION = 3
 _GELU = 3  # CTranslate2's Activation enum: RELU, GELUTanh, SWISH, GELU, ...
 _MAX_FILE = {"config.json": 1 << 20, "vocabulary.txt": 64 << 20, "vocabulary.json": 64 << 20}
@@ -167,9 +194,9 @@ def load_ct2_whisper(folder):
     folder = Path(folder)
     header, variables = read_ct2_model_bin(folder / "model.bin")
     where = folder / "model.bin"
-    if header["spec"] != _SPEC_NAME or header["revision"] > _MAX_REVISION:
+    if header["spec"] != SPEC_NAME or header["revision"] > _MAX_REVISION:
         raise AcmInputError(f"{where}: a {header['spec']} revision {header['revision']} model, "
-                            f"not a {_SPEC_NAME} of revision <= {_MAX_REVISION}")
+                            f"not a {SPEC_NAME} of revision <= {_MAX_REVISION}")
     variables = _as_float32(variables, where)
     ct2 = _read_ct2_config(folder)
     tokens = _read_vocabulary(folder)
@@ -253,7 +280,7 @@ def _read_ct2_config(folder: Path) -> dict:
 def _read_vocabulary(folder: Path) -> list:
     """The token strings by id, from vocabulary.json or vocabulary.txt (one a line), the files
     CTranslate2 itself reads ids from."""
-    if (folder / "vocabulary.json").exists():
+    if ct2_whisper_files(folder)[2] == "vocabulary.json":
         tokens = _read_json(folder, "vocabulary.json")
     else:
         path = folder / "vocabulary.txt"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from acmtool.io import json_checks as J
 
-KINDS = ("timm", "hf", "file", "user")
+KINDS = ("timm", "hf", "file", "ct2", "user")
 SHA256 = r"[0-9a-f]{64}"
 _PATH = 4096
 _MAX_DEPTH = 256         # layers, blocks
@@ -29,6 +29,9 @@ HF_REFUSED_KEYS = {"auto_map", "attn_implementation", "_attn_implementation", "q
                    "trust_remote_code", "custom_pipelines", "_experts_implementation"}
 HF_CLASS = r"[A-Z][A-Za-z0-9]{0,127}"
 HF_MODEL_TYPE = r"[a-z0-9_]{1,64}"
+# ct2: the files a CTranslate2 Whisper folder is read from (acmtool.io.ct2_whisper.ct2_whisper_files)
+CT2_FILES = ("model.bin", "config.json")
+CT2_VOCABULARIES = ("vocabulary.json", "vocabulary.txt")
 
 
 def check_spec(spec, where: str = "source") -> dict:
@@ -51,10 +54,27 @@ def check_spec(spec, where: str = "source") -> dict:
         J.obj(spec, where, required=("kind", "path", "sha256"))
         J.string(spec["path"], f"{where}.path", _PATH)
         J.string(spec["sha256"], f"{where}.sha256", 64, SHA256)
+    elif kind == "ct2":
+        _ct2(spec, where)
     else:
         J.obj(spec, where, required=("kind", "class"))
         J.string(spec["class"], f"{where}.class", 512)
     return spec
+
+
+def _ct2(spec: dict, where: str) -> None:
+    """A CTranslate2 Whisper folder: its path, a digest of each file read from it, the HF config."""
+    J.obj(spec, where, required=("kind", "path", "sha256", "config"))
+    J.string(spec["path"], f"{where}.path", _PATH)
+    digests = J.obj(spec["sha256"], f"{where}.sha256", required=CT2_FILES, optional=CT2_VOCABULARIES)
+    if sum(name in digests for name in CT2_VOCABULARIES) != 1:
+        raise J.BadValue(f"{where}.sha256: expected the digest of one vocabulary file "
+                         f"({' or '.join(CT2_VOCABULARIES)})")
+    for name, digest in digests.items():
+        J.string(digest, f"{where}.sha256.{name}", 64, SHA256)
+    check_hf_config(spec["config"], f"{where}.config")
+    if spec["config"]["model_type"] != "whisper":  # the only CTranslate2 model acmtool reads
+        raise J.BadValue(f"{where}.config.model_type: {J._shown(spec['config']['model_type'])} is not whisper")
 
 
 def _weights(spec: dict, where: str) -> None:

@@ -3,6 +3,8 @@
 A spec is the JSON that rebuilds the architecture (random weights) when a checkpoint is loaded:
   {"kind": "timm", "name", "kwargs"} | {"kind": "hf", "class", "config", "path"}
   | {"kind": "file", "path", "sha256"} (a pickled module, reloaded through the safe loader)
+  | {"kind": "ct2", "path", "sha256": {file: digest}, "config"} (a CTranslate2 Whisper folder: the
+    architecture from the HF config, the original weights from the folder, each file checked)
   | {"kind": "user", "class"} (a model built in Python: acmtool.load(path, model=...)).
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ class LoadedModel:
 
 def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] = None,
                trust_pickle: bool = False, model_kwargs: Optional[dict] = None) -> LoadedModel:
-    """MODEL as the command line takes it: timm:NAME, a Hugging Face folder, .pt/.pth, .safetensors."""
+    """MODEL as the command line takes it: timm:NAME, ct2:FOLDER, a Hugging Face or CTranslate2 folder,
+    .pt/.pth, .safetensors."""
     if source.startswith("timm:"):
         loaded = _timm(source[5:], model_kwargs or {})
         if weights:
@@ -41,6 +44,8 @@ def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] =
         return loaded
     if weights:
         raise AcmInputError("--weights goes with a timm:NAME model; for files use MODEL itself (and --arch)")
+    if source.startswith("ct2:") or _is_ct2(Path(source)):
+        return _ct2_source(source.removeprefix("ct2:"), arch)
     path = Path(source)
     if path.is_dir():
         return _hf_folder(path, with_weights=True)
@@ -58,7 +63,8 @@ def load_model(source: str, weights: Optional[str] = None, arch: Optional[str] =
             return LoadedModel(obj.float().eval(), _module_spec(obj, path))
         return _with_arch(path, arch, _as_state_dict(obj, path), trust_pickle)
     raise AcmInputError(f"{source}: not a model source acmtool knows; give timm:NAME, a Hugging Face model "
-                        f"folder, a .pt/.pth file or a .safetensors file with --arch")
+                        f"folder, a CTranslate2 Whisper folder (ct2:FOLDER), a .pt/.pth file or a .safetensors "
+                        f"file with --arch")
 
 
 def build_from_spec(spec: dict) -> nn.Module:
@@ -73,6 +79,8 @@ def build_from_spec(spec: dict) -> nn.Module:
         return _timm(spec["name"], spec["kwargs"]).model
     if kind == "hf":
         return _hf_from_config(spec["class"], spec["config"])
+    if kind == "ct2":  # the architecture alone: a checkpoint loads without the original folder
+        return _hf_from_config(CT2_WHISPER_CLASS, spec["config"])
     if kind == "file":
         path = Path(spec["path"])
         if not path.is_file():
@@ -125,6 +133,8 @@ def load_original(spec: dict) -> nn.Module:
             raise AcmInputError(f"the original Hugging Face folder {spec.get('path')} is gone; it is needed to "
                                 f"compare against")
         return _hf_folder(Path(spec["path"]), with_weights=True).model
+    if kind == "ct2":
+        return _ct2_original(spec)
     return build_from_spec(spec)
 
 
@@ -233,6 +243,69 @@ def known_hf_families() -> set:
         if len(parts) == 5 and parts[:2] == ["transformers", "models"] and parts[3] == f"modeling_{parts[2]}":
             families.add(parts[2])
     return families
+
+
+# --- CTranslate2 Whisper folders (faster-whisper's format) -----------------------------------------
+CT2_WHISPER_CLASS = "WhisperForConditionalGeneration"
+
+
+def _is_ct2(path: Path) -> bool:
+    """A folder holding a CTranslate2 model.bin, or that model.bin itself: known by its header, which
+    a pickle or a Hugging Face pytorch_model.bin never parses as."""
+    from acmtool.io.ct2_whisper import read_ct2_spec_name
+    model_bin = path / "model.bin" if path.is_dir() else path
+    return model_bin.name == "model.bin" and model_bin.is_file() and read_ct2_spec_name(model_bin) is not None
+
+
+def _ct2_source(text: str, arch: Optional[str]) -> LoadedModel:
+    if not text:  # Path("") would be the working directory
+        raise AcmInputError("ct2: needs the model folder: ct2:PATH/TO/FOLDER")
+    if arch:
+        raise AcmInputError(f"{text}: a CTranslate2 model holds its architecture; --arch is only for state dicts")
+    path = Path(text)
+    return _ct2_folder(path.parent if path.name == "model.bin" else path)
+
+
+def _ct2_folder(folder: Path) -> LoadedModel:
+    from acmtool.io.ct2_whisper import SPEC_NAME, load_ct2_whisper, read_ct2_spec_name
+    if not folder.is_dir():
+        raise AcmInputError(f"{folder}: no such folder; ct2: takes a CTranslate2 model folder (model.bin, "
+                            f"config.json, vocabulary)")
+    model_bin = folder / "model.bin"
+    if not model_bin.is_file():
+        raise AcmInputError(f"{folder} has no model.bin: not a CTranslate2 model folder")
+    name = read_ct2_spec_name(model_bin)
+    if name is None:
+        raise AcmInputError(f"{model_bin} is not a CTranslate2 model (its header is not CTranslate2's)")
+    if name != SPEC_NAME:
+        raise AcmInputError(f"{model_bin} is a CTranslate2 {name} model; acmtool reads only CTranslate2 Whisper "
+                            f"models ({SPEC_NAME}); convert the original Hugging Face model instead")
+    digests = _ct2_digests(folder)  # before reading: the digest is of what was loaded, not of a later edit
+    model = load_ct2_whisper(folder)
+    spec = {"kind": "ct2", "path": str(folder.resolve()), "sha256": digests, "config": model.config.to_dict()}
+    return LoadedModel(model, spec)
+
+
+def _ct2_digests(folder: Path) -> dict:
+    from acmtool.io.ct2_whisper import ct2_whisper_files
+    return {name: file_sha256(folder / name) for name in ct2_whisper_files(folder) if (folder / name).is_file()}
+
+
+def _ct2_original(spec: dict) -> nn.Module:
+    """The folder's model, once every file it is read from is the one recorded."""
+    from acmtool.io.ct2_whisper import ct2_whisper_files, load_ct2_whisper
+    folder = Path(spec["path"])
+    if not (folder / "model.bin").is_file():
+        raise AcmInputError(f"the original CTranslate2 folder {folder} is gone; it is needed to compare against")
+    recorded = spec["sha256"]
+    if sorted(ct2_whisper_files(folder)) != sorted(recorded):  # e.g. a vocabulary.json put beside the .txt
+        raise AcmInputError(f"{folder} has changed since the checkpoint was written (it now holds "
+                            f"{', '.join(ct2_whisper_files(folder))}, the checkpoint recorded "
+                            f"{', '.join(sorted(recorded))}); restore the original folder")
+    for name, digest in recorded.items():
+        check_file(folder / name)
+        check_sha256(folder / name, digest, f"the {name} this checkpoint was converted from")
+    return load_ct2_whisper(folder)
 
 
 def _module_spec(obj: nn.Module, path: Path) -> dict:
