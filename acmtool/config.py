@@ -43,6 +43,8 @@ class AcmConfig:
     gumbel_tau: float = 0.8
     impl: str = "grouped"
     """Gated inference in PyTorch: 'grouped' (fast path) or 'naive' (the reference)."""
+    budget_input: bool = False
+    """Gates that read the budget asked for (convert --budget-range; acmtool.layers.gate)."""
 
     def __post_init__(self):
         # Bounds as well as types: a checkpoint's config is untrusted, and N or G size allocations.
@@ -57,6 +59,8 @@ class AcmConfig:
         _check_float("gumbel_tau", self.gumbel_tau, 0, 100, "(0, 100)")
         if self.impl not in IMPLS:
             raise AcmInputError(f"impl must be one of {', '.join(IMPLS)}; got {self.impl!r}")
+        if not isinstance(self.budget_input, bool):
+            raise AcmInputError(f"budget_input must be true or false; got {self.budget_input!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -164,3 +164,58 @@ def test_the_budget_curve_benchmark_puts_the_range_model_beside_a_single_budget_
     assert bc.plot(rows, (1, 4), work / "curve.png").stat().st_size > 1000
     again, _ = bc.accuracy(task, ranged["ckpt"], {0.5: single}, (0.25, 0.5, 1.0), work, log=pytest.fail)
     assert again == curve  # cached: no evaluation the second time
+
+
+def test_a_conditioned_gate_starts_as_the_plain_one_and_reads_the_budget_once_trained():
+    from acmtool.layers.gate import AcmGate
+    torch.manual_seed(0)
+    gate = AcmGate(16, 8, 5)
+    x = torch.randn(10, 16)
+    plain = gate(x)
+    gate.condition_on_budget()
+    for delta in (None, 0.3, -0.2):
+        gate.budget_delta = delta
+        assert torch.equal(gate(x), plain)  # zero directions: no change
+    with torch.no_grad():
+        gate.budget_in.normal_()
+        gate.budget_out.normal_()
+    gate.budget_delta = None
+    assert torch.equal(gate(x), plain)  # the trained budget: no change
+    gate.budget_delta = -0.25
+    assert not torch.allclose(gate(x), plain)
+
+
+def test_conditioned_tables_may_shift_either_way():
+    from acmtool.layers.budget_knob import check_table
+    check_table({"budgets": [0.25, 0.5, 1.0], "shifts": [0.1, 0.0, 0.2], "conditioned": True})
+    with pytest.raises(ValueError, match="must not rise"):
+        check_table({"budgets": [0.25, 0.5, 1.0], "shifts": [0.1, 0.0, 0.2]})
+    with pytest.raises(ValueError, match="true or false"):
+        check_table({"budgets": [0.25, 0.5], "shifts": [0.1, 0.0], "conditioned": "yes"})
+
+
+def test_a_range_model_has_budget_conditioned_gates_that_pretraining_trained(ranged):
+    model = acmtool.load(ranged["ckpt"])
+    assert model.acmtool_info["config"]["budget_input"] is True
+    assert model.acmtool_info["budget_table"].get("conditioned") is True
+    gates = [m.gate for _, m in acm_modules(model)]
+    assert gates and all(g.budget_in is not None and g.budget_out is not None for g in gates)
+    assert any(float(g.budget_out.abs().max()) > 0 for g in gates)
+
+
+@pytest.mark.parametrize("fmt", ["custom-op", "standard"])
+def test_a_range_model_s_onnx_budget_input_matches_pytorch(ranged, fmt):
+    """The budget reaches the conditioned gates in the graph as in PyTorch: ORT against PyTorch
+    output by output at budgets across the range, and acmtool verify."""
+    model = acmtool.load(ranged["ckpt"])
+    x = torch.from_numpy(np.load(ranged["npz"])["x"][:37])
+    path = ranged["tmp"] / f"range-{fmt}.onnx"
+    acmtool.export(model, path, example_inputs=x[:2], format=fmt, dense_above=None)
+    sess = acmtool.runtime.session(path)
+    for b in (None, 0.25, 0.4, 0.625, 0.9, 1.0):
+        feeds = {"input": x.numpy()} | ({} if b is None else {"budget": np.array(b, np.float32)})
+        with torch.no_grad(), acmtool.at_budget(model, b):
+            ref = model(x).numpy()
+        np.testing.assert_allclose(sess.run(None, feeds)[0], ref, atol=1e-4, rtol=0)
+    r = CliRunner().invoke(cli, ["verify", str(path), str(ranged["ckpt"])], catch_exceptions=False)
+    assert r.exit_code == 0 and "budget input checked at default" in r.output, r.output

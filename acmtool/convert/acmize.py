@@ -15,7 +15,7 @@ from acmtool.convert.init_mlp import init_mlp_learners, mlp_learner_width, neuro
 from acmtool.convert.init_proj import init_proj_learners, proj_learner_rank
 from acmtool.cost import is_acm_model, profile_original
 from acmtool.errors import AcmInputError
-from acmtool.layers.acm import AcmMlp, AcmProjection, AcmSplitLinear
+from acmtool.layers.acm import AcmMlp, AcmProjection, AcmSplitLinear, acm_modules
 
 INFO_ATTR = "acmtool_info"
 
@@ -97,6 +97,9 @@ def acmize_(model: nn.Module, config: Optional[AcmConfig] = None, calibration: O
             model.set_submodule(path, nn.Identity().train(mode))
         records.append({"path": site.path, "kind": "mlp" if isinstance(site, MlpSite) else "proj",
                         "adapter": site.adapter})
+    if cfg.budget_input:
+        for _, m in acm_modules(model):
+            m.gate.condition_on_budget()
     setattr(model, INFO_ATTR, {"config": cfg.to_dict(), "sites": records, "flops_profile": profile})
     return model
 

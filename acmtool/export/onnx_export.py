@@ -18,6 +18,7 @@ from acmtool.export.static import sliced, static_acms
 from acmtool.io.atomic import atomic_files
 from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing
 from acmtool.layers.acm import acm_modules
+from acmtool.layers.control import knob_state, restore_knob
 
 FORMATS = ("custom-op", "standard")
 OPSET = 18
@@ -54,17 +55,17 @@ class BudgetInput(nn.Module):
     """The model with the run-time budget as its last input (a float32 scalar): every gate's logits
     shift by the amount the budget table gives (acmtool.layers.budget_knob), computed in the graph."""
 
-    def __init__(self, wrapped: nn.Module, table: dict):
+    def __init__(self, wrapped: nn.Module, table: dict, trained: float):
         super().__init__()
-        self.wrapped, self.table = wrapped, table
+        self.wrapped, self.table, self.trained = wrapped, table, trained
         self.acms = [m for _, m in acm_modules(wrapped)]
 
     def forward(self, *args):
         from acmtool.layers.budget_knob import shift_at
-        shift = shift_at(self.table, args[-1])
-        for m in self.acms:
-            m.budget_shift = shift
-        return self.wrapped(*args[:-1])
+        from acmtool.layers.control import set_knob
+        budget = args[-1].to(torch.float32).reshape(())
+        set_knob(self.acms, shift_at(self.table, budget), budget - self.trained)  # the delta only reaches
+        return self.wrapped(*args[:-1])  # budget-conditioned gates (the others ignore it)
 
 
 def budget_knob_of(model: nn.Module, static: dict, dense: dict) -> Optional[dict]:
@@ -173,10 +174,11 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     table = budget_knob_of(model, static, dense)
     traced = wrapped
     if table is not None:  # the run-time budget: one more input, a scalar
-        traced = BudgetInput(wrapped, table).eval()
+        traced = BudgetInput(wrapped, table, float(model.acmtool_info["budget"])).eval()
         args += (torch.tensor(float(model.acmtool_info["budget"])),)
         input_names, shapes = input_names + ["budget"], {"args": shapes["args"] + (None,)}
-    saved = [m.budget_shift for _, m in acm_modules(model)]
+    acms = [m for _, m in acm_modules(model)]
+    saved = knob_state(acms)
     try:
         with densified(model, list(dense)), use_impl(model, "grouped" if fmt == "custom-op" else "masked"), \
                 sliced(wrapped), torch.no_grad():
@@ -185,8 +187,7 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
                 custom_translation_table=_translation() if fmt == "custom-op" else None,
                 dynamic_shapes=shapes, optimize=True, verbose=False)
     finally:
-        for (_, m), shift in zip(acm_modules(model), saved):
-            m.budget_shift = shift
+        restore_knob(acms, saved)
     program.model.graph.outputs[0].name = "output"
     meta = _metadata(model, fmt, static, dense)
     if table is not None:

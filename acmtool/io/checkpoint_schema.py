@@ -53,7 +53,7 @@ def _budget_range(value, budget) -> None:
 
 def _budget_table(table) -> None:
     from acmtool.layers.budget_knob import check_table
-    J.obj(table, "info.budget_table", required=("budgets", "shifts"))
+    J.obj(table, "info.budget_table", required=("budgets", "shifts"), optional=("conditioned",))
     for key in ("budgets", "shifts"):
         J.array(table[key], f"info.budget_table.{key}", 64)
     try:

@@ -25,7 +25,10 @@ def check_table(table) -> tuple[list, list]:
         raise ValueError("a budget table holds finite numbers only")
     if not all(0 < a < b <= 1 for a, b in zip(budgets, budgets[1:])) or budgets[0] <= 0:
         raise ValueError("a budget table's budgets must rise strictly within (0, 1]")
-    if any(b > a for a, b in zip(shifts, shifts[1:])):
+    if not isinstance(table.get("conditioned", False), bool):
+        raise ValueError("a budget table's 'conditioned' is true or false")
+    # with budget-conditioned gates the shift only trims what the gates spend: it may go either way
+    if not table.get("conditioned") and any(b > a for a, b in zip(shifts, shifts[1:])):
         raise ValueError("a budget table's shifts must not rise with the budget")
     return [float(b) for b in budgets], [float(s) for s in shifts]
 

@@ -75,21 +75,38 @@ def budget_shift(model: nn.Module, budget: float, warn: bool = True) -> float:
 
 def set_budget(model: nn.Module, budget: Optional[float]) -> float:
     """Run `model` at `budget` from now on (None: the budget it was trained at); see budget_shift.
-    Returns the shift."""
+    Budget-conditioned gates (convert --budget-range) are told the budget too. Returns the shift."""
     shift = budget_shift(model, budget) if budget is not None else None
-    for _, m in acm_modules(model):
-        m.budget_shift = shift
+    trained = (getattr(model, "acmtool_info", {}) or {}).get("budget")
+    delta = budget - trained if budget is not None and trained is not None else None
+    set_knob([m for _, m in acm_modules(model)], shift, delta)
     return shift or 0.0
+
+
+def set_knob(acms, shift, delta) -> None:
+    """Every gate's logit shift and, for budget-conditioned gates, the budget asked minus the trained
+    one (None, None: the trained budget). Floats, or tensors while the export traces the budget."""
+    for m in acms:
+        m.budget_shift = shift
+        m.gate.budget_delta = delta
+
+
+def knob_state(acms) -> list:
+    return [(m.budget_shift, m.gate.budget_delta) for m in acms]
+
+
+def restore_knob(acms, state: list) -> None:
+    for m, (shift, delta) in zip(acms, state):
+        m.budget_shift, m.gate.budget_delta = shift, delta
 
 
 @contextlib.contextmanager
 def at_budget(model: nn.Module, budget: Optional[float]):
-    """set_budget for a `with` block; the previous shifts come back after it."""
+    """set_budget for a `with` block; the previous settings come back after it."""
     acms = [m for _, m in acm_modules(model)]
-    saved = [m.budget_shift for m in acms]
+    saved = knob_state(acms)
     try:
         set_budget(model, budget)
         yield model
     finally:
-        for m, s in zip(acms, saved):
-            m.budget_shift = s
+        restore_knob(acms, saved)

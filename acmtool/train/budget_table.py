@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from acmtool.cost import acm_site_path, budget as achieved_budget
 from acmtool.layers.acm import acm_modules
+from acmtool.layers.control import knob_state, restore_knob, set_knob
 from acmtool.train.calibrate_budget import _choices, _gate_inputs
 
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
@@ -36,9 +37,8 @@ def _search(model, acms: dict, zs: dict, shift: float, target: float) -> float:
     return hi if abs(_beta(model, acms, zs, hi) - target) < abs(_beta(model, acms, zs, lo) - target) else lo
 
 
-def _at(model, acms: dict, batches: list, device, shift: float) -> dict:
-    for m in acms.values():
-        m.budget_shift = shift
+def _at(model, acms: dict, batches: list, device, shift: float, delta=None) -> dict:
+    set_knob(acms.values(), shift, delta)
     return _gate_inputs(model, batches, device)
 
 
@@ -46,9 +46,12 @@ def _at(model, acms: dict, batches: list, device, shift: float) -> dict:
 def budget_table(model: nn.Module, batches: list, trained: float, device, grid=GRID) -> dict:
     """{"budgets", "shifts", "achieved"}: the grid's budgets hit within TOLERANCE (others, e.g.
     below what the ACMs' min_k allow, are left out) and the trained budget at shift 0. The model's
-    gates are left as they were."""
+    gates are left as they were. Budget-conditioned gates (convert --budget-range) are told each
+    grid budget first; the shift then only trims what they spend, and need not fall with the budget
+    (the table says "conditioned")."""
     acms = dict(acm_modules(model))
-    saved = {n: m.budget_shift for n, m in acms.items()}
+    saved = knob_state(acms.values())
+    conditioned = any(m.gate.budget_in is not None for m in acms.values())
     try:
         home = _at(model, acms, batches, device, 0.0)
         rows = {round(trained, 6): (0.0, _beta(model, acms, home, 0.0))}
@@ -57,18 +60,23 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
         for side in (below, above):
             shift, zs = 0.0, home
             for b in side:
+                delta = b - trained if conditioned else None
+                if conditioned:  # the gates' answer to the budget changes their inputs downstream
+                    zs = _at(model, acms, batches, device, shift, delta)
                 for _ in range(2):  # a second search on the inputs at the new shift, where needed
                     shift = _search(model, acms, zs, shift, b)
-                    zs = _at(model, acms, batches, device, shift)
+                    zs = _at(model, acms, batches, device, shift, delta)
                     got = _beta(model, acms, zs, shift)
                     if abs(got - b) <= TOLERANCE:
                         rows[b] = (shift, got)
                         break
     finally:
-        for n, m in acms.items():
-            m.budget_shift = saved[n]
+        restore_knob(acms.values(), saved)
     budgets = sorted(rows)
     shifts = [rows[b][0] for b in budgets]
+    table = {"budgets": budgets, "shifts": shifts, "achieved": [rows[b][1] for b in budgets]}
+    if conditioned:
+        return {**table, "conditioned": True}
     for i in range(1, len(shifts)):  # searches on finite data: keep the shifts falling
         shifts[i] = min(shifts[i], shifts[i - 1])
-    return {"budgets": budgets, "shifts": shifts, "achieved": [rows[b][1] for b in budgets]}
+    return table

@@ -118,6 +118,9 @@ class ConvertOptions:
         if self.finetune_gates:
             raise AcmInputError("--budget-range fine-tunes with the gates fixed (their shift sets each step's "
                                 "budget); drop --finetune-gates")
+        if self.gate_labels == "tau":
+            raise AcmInputError("--budget-range trains the gates on each budget's allocation; the tau labels "
+                                "have no budget: use --gate-labels loss (the default) or budget")
 
     def to_dict(self) -> dict:
         """The run's options as --resume compares them; --force says how to write, not what to train."""

@@ -26,8 +26,8 @@ from acmtool.io.checkpoint import save
 from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing, report_path
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
-from acmtool.layers.control import apply_static_k, at_budget
-from acmtool.train.budget_range import RangeTraining, report_budgets
+from acmtool.layers.control import apply_static_k, at_budget, set_knob
+from acmtool.train.budget_range import GateRangeTraining, RangeTraining, report_budgets
 from acmtool.train.budget_table import budget_table
 from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
 from acmtool.train.capture import SiteCapture
@@ -142,7 +142,8 @@ class Pipeline:
         self.embedding_scale = embedding_scale(self.teacher, self.calib_batches, dev)
         if o.labels:
             self._check_label_count()
-        config = AcmConfig(num_learners=o.num_learners, targets=o.targets, gumbel_tau=o.gumbel_tau)
+        config = AcmConfig(num_learners=o.num_learners, targets=o.targets, gumbel_tau=o.gumbel_tau,
+                           budget_input=o.budget_range is not None)
         example = example_inputs(self.student, self.spec)
         acmize_(self.student, config, calibration=None if o.resume else [to_device(b, dev) for b in self.calib_batches],
                 example_inputs=to_device(example, dev) if example is not None else None, init=not o.resume)
@@ -207,8 +208,13 @@ class Pipeline:
     def pretrain_gates(self, stop) -> None:
         _set_trainable(_gate_params(self.acms), _learner_params(self.acms))
         labels = self.gate_label_rule()
-        obj = _wrap(GateObjective(self.acms, self.opts.tau, labels, self.opts.budget), self.ctx)
+        objective = GateObjective(self.acms, self.opts.tau, labels, self.opts.budget)
+        obj = _wrap(objective, self.ctx)
         probe = torch.Generator().manual_seed(self.opts.seed + 2 + self.ctx.rank)
+        spread = None
+        if self.opts.budget_range is not None:  # labels at each step's budget, which the gates are told
+            spread = GateRangeTraining(objective, self.acms.values(), self.opts.budget, self.opts.budget_range,
+                                       self.opts.seed)
 
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device), sensitivity=labels == "loss", generator=probe,
@@ -216,7 +222,10 @@ class Pipeline:
             loss, acc = obj(caps)
             return loss, {"gate_acc": acc}
         lr = self.opts.gate_lr if self.opts.gate_lr is not None else GATE_LR[labels]
-        self.phase("gates", self.opts.gate_epochs, lr, step, _gate_params(self.acms), stop)
+        try:
+            self.phase("gates", self.opts.gate_epochs, lr, step, _gate_params(self.acms), stop, before_step=spread)
+        finally:
+            set_knob(self.acms.values(), None, None)
 
     def gate_label_rule(self) -> str:
         """--gate-labels auto: 'loss' for every model: each token's error weighed by what it costs the
@@ -326,7 +335,7 @@ class Pipeline:
         info = self.student.acmtool_info
         info.update(budget=o.budget, static=o.static)
         if table is not None:
-            info["budget_table"] = {"budgets": table["budgets"], "shifts": table["shifts"]}
+            info["budget_table"] = {k: table[k] for k in ("budgets", "shifts", "conditioned") if k in table}
         if o.budget_range is not None:
             info["budget_range"] = list(o.budget_range)
         report = self.report(calibration)
