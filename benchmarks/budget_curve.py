@@ -49,7 +49,9 @@ def _cached_eval(work: Path, name: str, key: dict, log, **kwargs) -> dict:
 
 def accuracy(task, model: Path, singles: dict, budgets, work: Path, log=print) -> tuple[list, dict]:
     """(curve rows: the model at each budget; {budget: the model against the single model there})."""
-    common = dict(data=task.data, split=task.split, max_samples=task.eval_max_samples)
+    # the drop-in probe and the cosine are the figures compared: no refit probe (a pass over the
+    # probe's training data per model and budget, the larger part of the time)
+    common = dict(data=task.data, split=task.split, max_samples=task.eval_max_samples, refit=False)
     stamp = _stamp(model)
     curve = _cached_eval(work, f"{task.name}-curve", {"model": stamp, "budgets": list(budgets), **common}, log,
                          path=model, budgets=list(budgets), **common)["budget_curve"]

@@ -203,7 +203,7 @@ def metrics(student: dict, teacher: dict, probe_train: Optional[dict],
 
 
 def evaluate(student: nn.Module, teacher: nn.Module, val_loader, device, profile: Optional[dict],
-             probe_loader=None, original: Optional[Original] = None) -> tuple[dict, Evaluation]:
+             probe_loader=None, original: Optional[Original] = None, refit: bool = True) -> tuple[dict, Evaluation]:
     """Returns (report, Evaluation). Evaluation.samples pairs this model against another one
     evaluated on the same loader (compare); pass Evaluation.original back as `original` to
     evaluate another model without running the original again. With a probe loader, embedding
@@ -218,7 +218,7 @@ def evaluate(student: nn.Module, teacher: nn.Module, val_loader, device, profile
     if got["kind"] == "embedding" and probe_loader is not None and (got["labels"] >= 0).any():
         if original.probe_train is None:
             original = original_side(original.outputs, collect(teacher, probe_loader, device, "probe features"))
-        if original.probe is not None:
+        if original.probe is not None and refit:  # refit=False: the drop-in probe only, one pass less
             student_probe_train = collect(student, probe_loader, device, "refit-probe features")
     if not original.samples:
         original = original_side(original.outputs, original.probe_train)

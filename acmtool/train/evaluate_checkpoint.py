@@ -68,13 +68,14 @@ def check_same_split(path, info: dict, baseline, base_info: dict, max_samples: O
 def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_size: int = 64,
                         max_samples: Optional[int] = None, device: str = "cpu", baseline=None,
                         test_data: Optional[str] = None, columns: Optional[dict] = None,
-                        budgets: Optional[list] = None, budget: Optional[float] = None) -> dict:
+                        budgets: Optional[list] = None, budget: Optional[float] = None, refit: bool = True) -> dict:
     """The report of `acmtool eval`. With a baseline checkpoint (same original model), it is
     evaluated on the same samples, the original run once for both: report["baseline"] holds its
     report and report["vs_baseline"] the paired differences (this checkpoint - the baseline).
     test_data: score every sample of that source instead of a split of `data` (which then only
     trains the embedding models' probe, and may be None); columns: text_column / label_column of
-    tables."""
+    tables; refit=False leaves the refit probe out (one pass over the probe's training data less per
+    model and budget)."""
     from acmtool.data import load_data
     if data is None and test_data is None:
         raise AcmInputError("give --data (its validation or test split is scored) or --test-data")
@@ -115,7 +116,8 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
     loader = eval_loader(dataset, batch_size, collate, kind)
     probe = eval_loader(task.train, batch_size, task.collate, task.kind) if task is not None and task.num_classes \
         else None
-    report, ev = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe)
+    report, ev = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe,
+                          refit=refit)
     report.update(checkpoint=str(path), data=data, split=split, static=bool(info.get("static")),
                   budget_target=info.get("budget"), test_data=test_data, budget_knob=budget)
     if budgets:
@@ -123,12 +125,12 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         for b in budgets:
             with at_budget(student, b):
                 at, _ = evaluate(student, teacher, loader, dev, info.get("flops_profile"), probe_loader=probe,
-                                 original=ev.original)
+                                 original=ev.original, refit=refit)
             report["budget_curve"].append({"budget": b, **at})
     if other is not None:
         base_info = other.acmtool_info
         base, base_ev = evaluate(other.to(dev), teacher, loader, dev, base_info.get("flops_profile"),
-                                 probe_loader=probe, original=ev.original)
+                                 probe_loader=probe, original=ev.original, refit=refit)
         base.update(checkpoint=str(baseline), data=data, split=split, static=bool(base_info.get("static")),
                     budget_target=base_info.get("budget"))
         report["baseline"] = base
