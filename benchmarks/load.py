@@ -7,15 +7,16 @@ linearly through the run.
         [--task minilm-fortunes] [--curve EVAL.json] [--target-ms T] [--seconds 60] [--workers 2] [--readme]
 
 Requests are real held-out samples of the task (batch 1). A request's latency runs from its arrival
-to its answer, queueing included. The rate rises from half the fixed-budget ACM's capacity (workers
-/ its median service time, measured first) to `--peak` times that capacity, so the fixed model ends
-overloaded and its queue grows, while the controller can lower the budget to keep up. The default
-target is `--target-x` times the fixed ACM's median service time. The defaults (x 6, peak 1.1) come
-from a simulated two-worker queue with MiniLM-like service times (6.5 ms at 0.25, 8.5 ms at 0.625):
-there the fixed model's p99 went from 30 to 600 ms over the ramp while the controlled one stayed
-under its 51 ms target; at x 4 or a peak of 1.25 even the lowest budget cannot keep up near the end. The accuracy column is what the
-budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget curve
-(`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
+to its answer, queueing included. The rate rises from half the fixed-budget ACM's capacity
+(requests per second with the workers answering back to back, measured first) to `--peak` times
+that capacity, so the fixed model ends overloaded and its queue grows, while the controller can
+lower the budget to keep up. The default target is `--target-x` times the time of one request
+among the workers at that capacity. The defaults (x 6, peak 1.1) come from a simulated two-worker
+queue with MiniLM-like service times (6.5 ms at 0.25, 8.5 ms at 0.625): there the fixed model's p99
+went from 30 to 600 ms over the ramp while the controlled one stayed under its 51 ms target; at x 4
+or a peak of 1.25 even the lowest budget cannot keep up near the end. The accuracy column is what
+the budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget
+curve (`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
 interpolated, averaged over requests.
 """
 from __future__ import annotations
@@ -133,6 +134,32 @@ def service_ms(sess, feeds: list, budget: Optional[float] = None, count: int = 4
     return float(np.median(out) * 1e3)
 
 
+def throughput(sess, feeds: list, workers: int, budget: Optional[float] = None, seconds: float = 4.0) -> float:
+    """Requests per second with `workers` threads answering back to back: the capacity the ramp is
+    sized by (one request alone is faster than each of two running side by side on 2 cores)."""
+    stop = time.perf_counter() + seconds
+    done = [0]
+    lock = threading.Lock()
+
+    def work():
+        i = 0
+        while time.perf_counter() < stop:
+            feed = dict(feeds[i % len(feeds)])
+            if budget is not None:
+                feed["budget"] = np.array(budget, dtype=np.float32)
+            sess.run(None, feed)
+            i += 1
+        with lock:
+            done[0] += i
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done[0] / (time.perf_counter() - started)
+
+
 def render(rows: list[dict], target_ms: float) -> str:
     from acmtool.cli.format import table
     head = ["model", "requests", "p50 ms", "p99 ms", "p99 low/mid/high load", "over target", "mean budget",
@@ -179,11 +206,14 @@ def main(argv=None) -> list[dict]:
     fixed = service_ms(sessions["acm"], feeds["acm"], trained)
     lowest = service_ms(sessions["acm"], feeds["acm"], ctl.lowest)
     dense = service_ms(sessions["dense"], feeds["dense"])
-    target = a.target_ms or a.target_x * fixed
-    capacity = a.workers / fixed * 1e3
+    capacity = throughput(sessions["acm"], feeds["acm"], a.workers, trained)
+    capacity_lowest = throughput(sessions["acm"], feeds["acm"], a.workers, ctl.lowest)
+    loaded = a.workers / capacity * 1e3  # the time of one request among `workers` running at once
+    target = a.target_ms or a.target_x * loaded
     rate0, rate1 = 0.5 * capacity, a.peak * capacity
     print(f"service time alone (ms): dense {dense:.1f}, ACM at {trained:g} {fixed:.1f}, at {ctl.lowest:g} "
-          f"{lowest:.1f}; rate {rate0:.0f} -> {rate1:.0f} requests/s over {a.seconds:g} s, {a.workers} workers; "
+          f"{lowest:.1f}; capacity with {a.workers} workers: {capacity:.0f} requests/s at {trained:g}, "
+          f"{capacity_lowest:.0f} at {ctl.lowest:g}; rate {rate0:.0f} -> {rate1:.0f} requests/s over {a.seconds:g} s; "
           f"target p99 {target:.1f} ms")
     times = arrivals(rate0, rate1, a.seconds, a.seed)
     curve = accuracy_curve(a.curve)
@@ -202,6 +232,7 @@ def main(argv=None) -> list[dict]:
     print(text)
     extra = {"target_ms": target, "rate": [rate0, rate1], "seconds": a.seconds, "workers": a.workers,
              "service_ms": {"dense": dense, "acm_trained": fixed, "acm_lowest": lowest},
+             "capacity_per_s": {"acm_trained": capacity, "acm_lowest": capacity_lowest},
              "trained_budget": trained, "lowest_budget": ctl.lowest, "acm": str(a.acm), "curve": str(a.curve)}
     write(rows, RESULTS / f"load-{a.name or a.task}-{tag()}", extra)
     if a.readme:
