@@ -52,7 +52,7 @@ def report_budgets(lo: float, hi: float, trained: float) -> list:
 
 
 class RangeTraining:
-    """before_step of the fine-tuning phase: sets every gate's shift for the step's budget."""
+    """before_step of the fine-tuning phase: tells every gate the step's budget and sets its shift."""
 
     def __init__(self, model, batches: list, trained: float, budget_range: list, device, seed: int, log=print):
         self.model, self.batches, self.trained, self.device = model, batches, trained, device
