@@ -25,23 +25,10 @@ from acmtool.errors import AcmInputError
 
 sf = pytest.importorskip("soundfile", reason="pip install soundfile (requirements.lock) to run the audio tests")
 
-SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
-WORDS = ["hello", "world", "press", "one", "for", "sales", "two", "support", "."]
+from tiny_speech import tiny_tokenizer, tiny_whisper, tone, transcript_folder, write
 
 
 # --- synthetic audio ------------------------------------------------------------------------------
-def tone(freq, rate, seconds, amp=0.5, noise=0.0, seed=0):
-    t = np.arange(int(rate * seconds)) / rate
-    x = amp * np.sin(2 * np.pi * freq * t)
-    return (x + noise * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
-
-
-def write(path, samples, rate, subtype="PCM_16"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), samples, rate, subtype=subtype)
-    return path
-
-
 def wav_bytes(tag=1, bits=16, data=b"", channels=1, rate=8000):
     """A WAV file by hand: the fmt chunk says what soundfile would refuse to write."""
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits)
@@ -112,45 +99,10 @@ def test_wave_fallback_reads_pcm_as_soundfile_does(tmp_path, monkeypatch, width,
 
 
 # --- a tiny Whisper and its folder ----------------------------------------------------------------
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    tok = Tokenizer(models.WordLevel({"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.add_special_tokens(SPECIALS)
-    return tok
-
-
 @pytest.fixture
 def whisper(tmp_path):
     """(model, spec): a one-layer Whisper with 8 mel bins that takes 30 s, its folder with tokenizer.json."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-    folder = tmp_path / "whisper"
-    folder.mkdir()
-    tok = tiny_tokenizer()
-    tok.save(str(folder / "tokenizer.json"))
-    ids = {t: tok.token_to_id(t) for t in SPECIALS}
-    config = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=8, d_model=16, encoder_layers=1,
-                           decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                           encoder_ffn_dim=16, decoder_ffn_dim=16, max_source_positions=1500, max_target_positions=12,
-                           decoder_start_token_id=ids["<|startoftranscript|>"], pad_token_id=ids["<|endoftext|>"],
-                           eos_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"])
-    return WhisperForConditionalGeneration(config).eval(), {"kind": "hf", "path": str(folder)}
-
-
-def transcript_folder(root, suffix=".tsv", rows=None):
-    """Four clips: 8 kHz mono and 44.1 kHz stereo, in the folder and a subfolder, with a table."""
-    clips = rows or [("a.wav", 8000, 1, "hello world ."), ("sub/b.flac", 44100, 2, "press one for sales"),
-                     ("c.wav", 44100, 1, "press two  for support ."), ("sub/d.wav", 8000, 2, "hello")]
-    for i, (name, rate, channels, _) in enumerate(clips):
-        x = tone(200.0 * (i + 1), rate, 0.3 + 0.1 * i, noise=0.01, seed=i)
-        write(root / name, np.stack([x] * channels, axis=1) if channels > 1 else x, rate)
-    table = root / f"transcripts{suffix}"
-    if suffix == ".jsonl":
-        table.write_text("".join(json.dumps({"path": n, "text": t}) + "\n" for n, _, _, t in clips))
-    else:
-        sep = "\t" if suffix == ".tsv" else ","
-        table.write_text(f"path{sep}text\n" + "".join(f"{n}{sep}{t}\n" for n, _, _, t in clips))
-    return table
+    return tiny_whisper(tmp_path / "whisper")
 
 
 def _one_line_error(match, fn, *args, **kwargs):

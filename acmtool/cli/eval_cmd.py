@@ -14,7 +14,7 @@ from acmtool.errors import AcmInputError
 FEW_SAMPLES = 1000  # below this, differences of a point or so are hard to tell from noise (DESIGN.md)
 
 # vs_original / vs_baseline key -> how the line names it; accuracies are fractions, shown in points
-DIFFERENCES = {"accuracy": "accuracy", "dropin_probe": "drop-in probe", "refit_probe": "refit probe",
+DIFFERENCES = {"wer": "word error rate", "accuracy": "accuracy", "dropin_probe": "drop-in probe", "refit_probe": "refit probe",
                "cosine": "mean cosine"}
 
 
@@ -47,6 +47,11 @@ def render_eval(r: dict, where: str, name: Optional[str] = None, warn: bool = Tr
     lines = [f"On the {where}" + (f" ({n} samples):" if n is not None else ":")]
     if n == 0:
         lines.append("  no samples to evaluate on")
+    elif r.get("task") == "transcription":
+        lines.append(f"  word error rate (greedy decoding, against the transcripts): original "
+                     f"{100 * r['teacher_wer']:.2f} %, {name} {100 * r['student_wer']:.2f} %")
+        lines.append(f"  top-1 agreement with the original on the transcripts' {r['eval_tokens']} tokens "
+                     f"(teacher-forced): {100 * r['top1_agreement']:.2f} %")
     elif r.get("task") == "classification":
         if "teacher_accuracy" in r:
             lines.append(f"  accuracy: original {100 * r['teacher_accuracy']:.2f} %, {name} "
@@ -111,7 +116,7 @@ def render_curve(report: dict) -> str:
     rows = []
     for r in report["budget_curve"]:
         d = r.get("vs_original") or {}
-        key = next((k for k in ("accuracy", "dropin_probe") if k in d), None)
+        key = next((k for k in ("wer", "accuracy", "dropin_probe") if k in d), None)
         row = [f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
                f"{r['flops']['ratio']:.3f}" if r.get("flops") else "-"]
         if key:
@@ -120,7 +125,7 @@ def render_curve(report: dict) -> str:
             row.append(f"{r['mean_cosine']:.4f}")
         rows.append(row)
     first = report["budget_curve"][0]
-    key = next((k for k in ("accuracy", "dropin_probe") if k in (first.get("vs_original") or {})), None)
+    key = next((k for k in ("wer", "accuracy", "dropin_probe") if k in (first.get("vs_original") or {})), None)
     head = ["budget", "achieved", "FLOPs x"] + ([f"{DIFFERENCES[key]} vs original (points)"] if key else []) + \
         (["mean cosine"] if "mean_cosine" in first else [])
     return table(head, rows)

@@ -119,7 +119,8 @@ def clips_to_loaded(clips: Clips, prep: SpeechPrep, max_samples: Optional[int], 
     data = AudioClips(paths, targets, prep, note=clips.note)
     names = clips.class_names
     collate = AudioCollate(prep.decoder_start_id, prep.decoder_pad_id, prep.pad_waveforms)
-    return Loaded(data, len(names) if names else None, names, "audio", collate)
+    transcripts = prep.transcripts() if clips.texts is not None else None
+    return Loaded(data, len(names) if names else None, names, "audio", collate, transcripts=transcripts)
 
 
 # --- the entry points load_data calls ------------------------------------------------------------
@@ -180,4 +181,4 @@ def load_audio_data(source, prep: SpeechPrep, *, val_fraction: float = 0.1, seed
     train, val = split_indices(len(loaded.dataset), val_fraction, seed)
     return TaskData(train=Subset(loaded.dataset, train), val=Subset(loaded.dataset, val),
                     num_classes=loaded.num_classes, class_names=loaded.class_names, kind="audio", source=str(source),
-                    collate=loaded.collate)
+                    collate=loaded.collate, transcripts=loaded.transcripts)

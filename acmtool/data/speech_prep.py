@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from acmtool.data.task_data import Transcripts
 from acmtool.errors import AcmInputError
 
 WHISPER_RATE = 16000
@@ -34,6 +35,14 @@ class SpeechPrep:
     decoder_start_id: Optional[int] = None  # seq2seq: decoder_input_ids = [start] + labels[:-1]
     decoder_pad_id: int = 0
     pad_waveforms: bool = False  # variable-length inputs (wav2vec2): padded per batch, with a mask
+
+    def transcripts(self) -> Transcripts:
+        """The decoding side of `tokens` (a WhisperTokens), for greedy decoding and the WER."""
+        if not isinstance(self.tokens, WhisperTokens):
+            raise AcmInputError("transcripts need the model's tokenizer; give the model folder with its tokenizer.json")
+        t = self.tokens
+        return Transcripts(prompt=(t.start_id, *t.prompt), end_id=t.end_id,
+                           max_length=int(self.max_label_length or 448), decode=t.text)
 
     def features(self, waveform: np.ndarray) -> dict:
         out = self.extractor(waveform, sampling_rate=self.rate, return_tensors="np")
@@ -56,6 +65,10 @@ class WhisperTokens:
             raise AcmInputError(f"the tokenizer has no {token} token; give the model's own tokenizer.json (for a "
                                 f"language or task token: check the language code)")
         return i
+
+    def text(self, ids) -> str:
+        """Token ids (a transcript's, or decoded ones) as text, special tokens dropped."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True).strip()
 
     def __call__(self, text: str) -> list:
         # Whisper's text tokens start with a space (" He might ..."), as its own outputs do

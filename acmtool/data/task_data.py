@@ -8,6 +8,18 @@ import torch
 from torch.utils.data import Dataset
 
 
+@dataclass(frozen=True)
+class Transcripts:
+    """What greedy decoding and the word error rate need of a speech dataset's tokenizer: the ids
+    every transcript starts from (<|startoftranscript|>, language and task, <|notimestamps|>), the
+    id that ends one, and ids -> text (special tokens dropped)."""
+
+    prompt: tuple
+    end_id: int
+    max_length: int  # the decoder's positions, prompt included
+    decode: Callable[[list], str] = field(repr=False)
+
+
 @dataclass
 class TaskData:
     """Train/val (and, for fashion-mnist, test) datasets of `(inputs, label)` items, label -1 = none.
@@ -24,6 +36,7 @@ class TaskData:
     source: str
     collate: Callable = field(repr=False)
     test: Optional[Dataset] = None
+    transcripts: Optional[Transcripts] = None  # speech with transcripts: scored by word error rate
 
     @property
     def labelled(self) -> bool:
@@ -40,6 +53,7 @@ class Loaded(NamedTuple):
     collate: Callable
     test: Optional[Dataset] = None
     val: Optional[Dataset] = None  # a validation set of its own (a val/ folder): no random split then
+    transcripts: Optional[Transcripts] = None
 
 
 def _labels(items) -> torch.Tensor:

@@ -242,6 +242,11 @@ def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool
     path = Path(path) if path is not None else onnx_path(checkpoint)
     refuse_existing(onnx_outputs(path), force)
     model = load(checkpoint)
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        # one graph cannot hold a decoder's token-by-token loop: that needs encoder, decoder and
+        # decoder-with-past graphs (Optimum's layout), not built yet
+        raise AcmInputError(f"{checkpoint}: ONNX export of encoder-decoder models ({type(model).__name__}) is not "
+                            f"supported yet; the checkpoint runs in PyTorch (acmtool.load, acmtool eval)")
     inputs = _example_batch(model, model.acmtool_info["source"])
     dense = dense_choice(model, mean_k_of_checkpoint(model.acmtool_info), dense_above)
     return export_onnx(model, path, inputs, fmt, force=force, dense=dense)

@@ -16,20 +16,39 @@ def run_model(model: nn.Module, batch):
     return model(batch)
 
 
+def token_mask(inputs) -> Optional[torch.Tensor]:
+    """The mask of a batch's real tokens: the attention mask, else (an encoder-decoder fed its
+    decoder's inputs, such as Whisper's) the decoder's. Users of it apply it only where a tensor's
+    leading shape matches it, so an encoder's tokens all count while the decoder's padding does not."""
+    if not isinstance(inputs, dict):
+        return None
+    mask = inputs.get("attention_mask")
+    return mask if mask is not None else inputs.get("decoder_attention_mask")
+
+
 def main_output(output, attention_mask: Optional[torch.Tensor] = None) -> tuple[str, torch.Tensor]:
     """("logits", [B, C]) for classifiers; ("embedding", [B, D]) for models without a head:
-    the mean of the last hidden states over real (unmasked) tokens, as sentence-transformers pools."""
+    the mean of the last hidden states over real (unmasked) tokens, as sentence-transformers pools.
+    Per-token logits ([B, T, V]: a sequence-to-sequence model's decoder) come as ("logits",
+    [tokens, V]), one row per real token: every token is a prediction to distil."""
     if isinstance(output, torch.Tensor):
         return ("logits", output) if output.dim() == 2 else ("embedding", _pool(output, attention_mask))
     logits = getattr(output, "logits", None)
     if logits is not None:
-        return "logits", logits
+        return "logits", per_token(logits, attention_mask) if logits.dim() == 3 else logits
     hidden = getattr(output, "last_hidden_state", None)
     if hidden is None and isinstance(output, (tuple, list)):
         hidden = output[0]
     if hidden is None:
         raise TypeError(f"cannot find logits or hidden states in a {type(output).__name__}")
     return "embedding", _pool(hidden, attention_mask)
+
+
+def per_token(t: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B, T, ...] -> [tokens, ...]: the real tokens where the mask is [B, T], else every token."""
+    if mask is not None and tuple(mask.shape) == tuple(t.shape[:2]):
+        return t[mask.bool()]
+    return t.reshape(-1, *t.shape[2:])
 
 
 def _pool(hidden: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

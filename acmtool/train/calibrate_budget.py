@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from acmtool.cost import acm_site_path, budget
-from acmtool.io.call import run_model
+from acmtool.io.call import run_model, token_mask
 from acmtool.layers.acm import acm_modules
 from acmtool.train.loop import to_device
 from acmtool.train.tokens import real_tokens
@@ -26,7 +26,7 @@ def _gate_inputs(model: nn.Module, batches, device) -> dict:
     try:
         for inputs in batches:
             inputs = to_device(inputs, device)
-            mask_box["mask"] = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+            mask_box["mask"] = token_mask(inputs)
             run_model(model, inputs)
     finally:
         for h in handles:

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from acmtool.adapters import find_sites
 from acmtool.adapters.sites import MlpSite
-from acmtool.io.call import run_model
+from acmtool.io.call import run_model, token_mask
 from acmtool.layers.acm import acm_modules
 from acmtool.train.sensitivity import fisher_probe
 from acmtool.train.tokens import real_tokens
@@ -59,7 +59,7 @@ class SiteCapture:
             handles.append(first.register_forward_hook(
                 lambda m, inp, out, i=i: caught.__setitem__((i, "in"), inp[0].detach())))
             handles.append(last.register_forward_hook(lambda m, inp, out, i=i: leave(m, inp, out, i)))
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        mask = token_mask(inputs)
         try:
             with torch.set_grad_enabled(sensitivity):
                 output = run_model(self.teacher, inputs)

@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from acmtool.cost import acm_site_path, budget, model_flops
-from acmtool.io.call import main_output, run_model
+from acmtool.data.task_data import Transcripts
+from acmtool.io.call import main_output, per_token, run_model, token_mask
 from acmtool.layers.acm import acm_modules
 from acmtool.train.loop import to_device
 from acmtool.train.paired import paired_accuracy_difference, paired_mean_difference
 from acmtool.train.probe import LinearProbe
+from acmtool.train.wer_eval import paired_wer, transcribe_batch, wer
 
 
 def _token_mask(k: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -27,20 +29,23 @@ def _token_mask(k: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch
 
 
 @torch.no_grad()
-def collect(model: nn.Module, loader, device, desc: str, max_batches: Optional[int] = None) -> dict:
-    """Main outputs, labels and (for ACM models) per-ACM histograms of k over a loader."""
+def collect(model: nn.Module, loader, device, desc: str, max_batches: Optional[int] = None,
+            transcripts: Optional[Transcripts] = None) -> dict:
+    """Main outputs, labels and (for ACM models) per-ACM histograms of k over a loader. A decoder's
+    per-token outputs and labels come one row per real token. With transcripts (speech), also each
+    utterance's word errors, greedy-decoded (the budget is the one of the teacher-forced pass)."""
     model.eval()
     acms = acm_modules(model)
     hist = {n: torch.zeros(m.num_learners + 1, dtype=torch.long) for n, m in acms}
-    outs, labels, kind = [], [], None
+    outs, labels, kind, errors = [], [], None, []
     for i, (inputs, y) in enumerate(tqdm(loader, desc=desc, unit="batch", leave=False)):
         if max_batches is not None and i >= max_batches:
             break
         inputs = to_device(inputs, device)
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        mask = token_mask(inputs)
         kind, main = main_output(run_model(model, inputs), mask)
         outs.append(main.float().cpu())
-        labels.append(y)
+        labels.append(per_token(y, mask) if y.dim() == 2 else y)
         for n, m in acms:
             if m.last_k is None:
                 continue
@@ -48,8 +53,13 @@ def collect(model: nn.Module, loader, device, desc: str, max_batches: Optional[i
             sel = _token_mask(k, mask)
             k = k[sel] if sel is not None else k.reshape(-1)
             hist[n] += torch.bincount(k.cpu(), minlength=m.num_learners + 1)
-    return {"kind": kind, "outputs": torch.cat(outs) if outs else torch.zeros(0), "labels": torch.cat(labels)
-            if labels else torch.zeros(0, dtype=torch.long), "hist": hist}
+        if transcripts is not None:
+            errors.append(transcribe_batch(model, inputs, y, transcripts)[0])
+    got = {"kind": kind, "outputs": torch.cat(outs) if outs else torch.zeros(0), "labels": torch.cat(labels)
+           if labels else torch.zeros(0, dtype=torch.long), "hist": hist}
+    if transcripts is not None:
+        got["word_errors"] = torch.cat(errors) if errors else torch.zeros(0, 2, dtype=torch.long)
+    return got
 
 
 def budget_report(model: nn.Module, hist: dict, profile: Optional[dict]) -> dict:
@@ -109,6 +119,8 @@ def original_side(teacher: dict, probe_train: Optional[dict] = None) -> Original
     labelled = y >= 0
     samples = {}
     probe = None
+    if "word_errors" in teacher:
+        samples["word_errors"] = teacher["word_errors"]
     if teacher["kind"] == "logits":
         samples["agrees"] = torch.ones(len(y), dtype=torch.bool)
         if labelled.any():
@@ -133,6 +145,8 @@ def per_sample(student: dict, original: Original, student_probe_train: Optional[
         raise ValueError("the model and the original were not evaluated on the same samples")
     labelled = y >= 0
     out = {}
+    if "word_errors" in student:
+        out["word_errors"] = student["word_errors"]
     if student["kind"] == "logits":
         s = student["outputs"].argmax(-1)
         out["agrees"] = s == teacher["outputs"].argmax(-1)
@@ -149,7 +163,8 @@ def per_sample(student: dict, original: Original, student_probe_train: Optional[
 
 
 # per-sample result -> (name of the paired difference, how it is paired)
-PAIRED = {"correct": ("accuracy", paired_accuracy_difference),
+PAIRED = {"word_errors": ("wer", paired_wer),
+          "correct": ("accuracy", paired_accuracy_difference),
           "dropin_correct": ("dropin_probe", paired_accuracy_difference),
           "refit_correct": ("refit_probe", paired_accuracy_difference),
           "cosine": ("cosine", paired_mean_difference)}
@@ -157,7 +172,10 @@ PAIRED = {"correct": ("accuracy", paired_accuracy_difference),
 
 def compare(a: dict, b: dict) -> dict:
     """Model a - model b on the same samples, from their per_sample results: each task metric's
-    difference with its paired standard error (accuracies as fractions, cosine as is)."""
+    difference with its paired standard error (accuracies as fractions, cosine as is). Speech:
+    the WER only (a decoder's tokens of one utterance are not independent samples)."""
+    if "word_errors" in a and "word_errors" in b:
+        return {"wer": paired_wer(a["word_errors"], b["word_errors"])}
     return {name: pair(a[k], b[k]) for k, (name, pair) in PAIRED.items() if k in a and k in b}
 
 
@@ -170,7 +188,11 @@ def summarise(samples: dict, original: Original) -> dict:
     classifiers; cosine, the drop-in probe and the refit probe for embedding models; each against
     the original as a paired difference (vs_original)."""
     t = original.samples
-    if "agrees" in samples:
+    if "word_errors" in samples:  # speech: utterances, scored by WER; the token figures are teacher-forced
+        out = {"task": "transcription", "teacher_wer": wer(t["word_errors"]), "student_wer": wer(samples["word_errors"]),
+               "eval_samples": len(samples["word_errors"]), "top1_agreement": _mean(samples["agrees"]),
+               "eval_tokens": len(samples["agrees"])}
+    elif "agrees" in samples:
         out = {"task": "classification", "top1_agreement": _mean(samples["agrees"]),
                "eval_samples": len(samples["agrees"])}
         if "correct" in samples:
@@ -203,14 +225,15 @@ def metrics(student: dict, teacher: dict, probe_train: Optional[dict],
 
 
 def evaluate(student: nn.Module, teacher: nn.Module, val_loader, device, profile: Optional[dict],
-             probe_loader=None, original: Optional[Original] = None, refit: bool = True) -> tuple[dict, Evaluation]:
+             probe_loader=None, original: Optional[Original] = None, refit: bool = True,
+             transcripts: Optional[Transcripts] = None) -> tuple[dict, Evaluation]:
     """Returns (report, Evaluation). Evaluation.samples pairs this model against another one
     evaluated on the same loader (compare); pass Evaluation.original back as `original` to
     evaluate another model without running the original again. With a probe loader, embedding
     models also run over it (the refit probe's training features): one more pass."""
     if original is None:
-        original = Original(outputs=collect(teacher, val_loader, device, "eval original"))
-    got = collect(student, val_loader, device, "eval ACM")
+        original = Original(outputs=collect(teacher, val_loader, device, "eval original", transcripts=transcripts))
+    got = collect(student, val_loader, device, "eval ACM", transcripts=transcripts)
     if len(got["labels"]) == 0:  # e.g. --val-fraction 0: nothing to measure, the budget report says so too
         report = {"task": None, "eval_samples": 0, **budget_report(student, got["hist"], profile)}
         return report, Evaluation(report=report, samples={}, original=original)

@@ -104,6 +104,7 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         test = load_data(test_data, teacher, info["source"], val_fraction=0.0, seed=opts["seed"],
                          max_samples=max_samples, **columns)
         dataset, kind, collate, split = test.train, test.kind, test.collate, "test-data"
+        transcripts = test.transcripts
         if task is not None and task.kind != test.kind:
             raise AcmInputError(f"--test-data {test_data} holds {test.kind} and --data {data} {task.kind}")
     elif split == "test":
@@ -112,12 +113,14 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         dataset, kind, collate = task.test, task.kind, task.collate
     else:
         dataset, kind, collate = task.val, task.kind, task.collate
+    if test_data is None:
+        transcripts = task.transcripts
     dev = torch.device(device)
     loader = eval_loader(dataset, batch_size, collate, kind)
     probe = eval_loader(task.train, batch_size, task.collate, task.kind) if task is not None and task.num_classes \
         else None
     report, ev = evaluate(student.to(dev), teacher.to(dev), loader, dev, info.get("flops_profile"), probe_loader=probe,
-                          refit=refit)
+                          refit=refit, transcripts=transcripts)
     report.update(checkpoint=str(path), data=data, split=split, static=bool(info.get("static")),
                   budget_target=info.get("budget"), test_data=test_data, budget_knob=budget)
     if budgets:
@@ -125,12 +128,12 @@ def evaluate_checkpoint(path, data: Optional[str], split: str = "val", batch_siz
         for b in budgets:
             with at_budget(student, b):
                 at, _ = evaluate(student, teacher, loader, dev, info.get("flops_profile"), probe_loader=probe,
-                                 original=ev.original, refit=refit)
+                                 original=ev.original, refit=refit, transcripts=transcripts)
             report["budget_curve"].append({"budget": b, **at})
     if other is not None:
         base_info = other.acmtool_info
         base, base_ev = evaluate(other.to(dev), teacher, loader, dev, base_info.get("flops_profile"),
-                                 probe_loader=probe, original=ev.original, refit=refit)
+                                 probe_loader=probe, original=ev.original, refit=refit, transcripts=transcripts)
         base.update(checkpoint=str(baseline), data=data, split=split, static=bool(base_info.get("static")),
                     budget_target=base_info.get("budget"))
         report["baseline"] = base

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from acmtool.io.call import main_output, run_model
+from acmtool.io.call import main_output, run_model, token_mask
 
 # a dimension that barely moves over the data gets at least this share of the median spread: its
 # standardised error must not outweigh every other dimension's on a few hundred samples' estimate
@@ -28,7 +28,7 @@ def embedding_scale(model, batches: list, device) -> Optional[torch.Tensor]:
     pooled = []
     for batch in batches:
         inputs = to_device(batch, device)
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        mask = token_mask(inputs)
         kind, main = main_output(run_model(model, inputs), mask)
         if kind != "embedding":
             return None

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from acmtool.io.call import hidden_states, main_output, run_model
+from acmtool.io.call import hidden_states, main_output, per_token, run_model, token_mask
 from acmtool.layers.acm import AcmModule
 from acmtool.train.losses import (
     batch_budget,
@@ -103,11 +103,13 @@ class FinetuneObjective(nn.Module):
 
     def forward(self, inputs, labels: torch.Tensor, teacher_out) -> tuple[torch.Tensor, dict]:
         out = run_model(self.student, inputs)
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        mask = token_mask(inputs)
         kind, s_main = main_output(out, mask)
         _, t_main = main_output(teacher_out, mask)
         if kind == "logits":
             task = kd_loss(s_main, t_main)
+            if labels.dim() == 2:  # per-token labels (a decoder's): one row per real token, as s_main
+                labels = per_token(labels, mask)
             if self.use_labels and (labels >= 0).any():
                 task = task + F.cross_entropy(s_main[labels >= 0], labels[labels >= 0])
         else:

@@ -357,7 +357,7 @@ class Pipeline:
             probe = eval_loader(self.data.train, o.batch_size, self.data.collate, self.data.kind) \
                 if self.data.num_classes else None
             validation, ev = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
-                                      probe_loader=probe)
+                                      probe_loader=probe, transcripts=self.data.transcripts)
             if o.budget_range is not None:  # the one model across its range, on the same samples
                 curve = []
                 budgets = self.student.acmtool_info["budget_table"]["budgets"]
@@ -367,7 +367,7 @@ class Pipeline:
                         continue
                     with at_budget(self.student, b):
                         at, _ = evaluate(self.student, self.teacher, self.val_loader, self.ctx.device, profile,
-                                         probe_loader=probe, original=ev.original)
+                                         probe_loader=probe, original=ev.original, transcripts=self.data.transcripts)
                     curve.append({"budget": b, **at})
         return {"budget_curve": curve, "model": o.model, "data": self.data.source, "default_data": o.data is None,
                 "budget_target": o.budget, "static": o.static, "device": str(self.ctx.device),
@@ -411,6 +411,9 @@ def export_after_convert(output: Path, log, force: bool = False) -> Optional[str
     from acmtool.export.dense_fallback import dense_fallback_line
     try:
         path = export_checkpoint(output, onnx_path(output), force=force)
+    except AcmInputError as e:  # a model the export does not take: retrying would not help
+        log(f"not exported to ONNX: {e}")
+        return None
     except Exception as e:  # export failures must not cost the trained checkpoint
         log(f"acmtool: ONNX export failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
             f"the checkpoint is saved: retry with acmtool export {output} -o {onnx_path(output)}")

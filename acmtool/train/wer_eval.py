@@ -1,0 +1,43 @@
+"""Speech models scored by what users read: each utterance greedy-decoded, its word errors against
+the data's transcript, and the word error rate of one model against another on the same utterances
+with its paired standard error."""
+from __future__ import annotations
+
+import torch
+
+from acmtool.data.task_data import Transcripts
+from acmtool.train.greedy_decode import greedy_decode, suppression_of
+from acmtool.train.wer import paired_wer_difference, word_errors
+
+
+@torch.no_grad()
+def transcribe_batch(model, inputs: dict, labels: torch.Tensor, transcripts: Transcripts) -> tuple[torch.Tensor, list]:
+    """([B, 2] (word edits, reference words) per utterance, the decoded texts) for one batch;
+    the references are the label rows (IGNORE_INDEX padding dropped) as text."""
+    features = inputs.get("input_features")
+    if features is None:
+        raise ValueError("word error rates need a speech model fed input_features (Whisper)")
+    suppress, at_begin = suppression_of(model)
+    prompt = list(transcripts.prompt)
+    ids = greedy_decode(model, features, prompt, transcripts.end_id, transcripts.max_length - len(prompt),
+                        suppress, at_begin)
+    texts = [transcripts.decode(row) for row in ids]
+    counts = []
+    for row, text in zip(labels.tolist(), texts):
+        counts.append(word_errors(transcripts.decode([i for i in row if i >= 0]), text))
+    return torch.tensor(counts, dtype=torch.long).reshape(-1, 2), texts
+
+
+def wer(counts: torch.Tensor) -> float:
+    """The corpus word error rate (a fraction) of [n, 2] (edits, reference words) counts."""
+    words = int(counts[:, 1].sum())
+    return float(counts[:, 0].sum()) / words if words else float("nan")
+
+
+def paired_wer(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """WER(a) - WER(b) (fractions) on the same utterances and its paired standard error (None for one
+    utterance)."""
+    if a.shape != b.shape or not torch.equal(a[:, 1], b[:, 1]):
+        raise ValueError("the two models' word errors are not counted on the same utterances")
+    d = paired_wer_difference(a[:, 0].tolist(), b[:, 0].tolist(), a[:, 1].tolist())
+    return {"diff": d["diff"] / 100, "se": d["se"] / 100 if len(a) > 1 else None, "n": len(a)}
