@@ -29,9 +29,10 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_whisper(folder, seed=0, layers=1, d_model=16, ffn=16, max_target_positions=12, save=False):
+def tiny_whisper(folder, seed=0, layers=1, d_model=16, ffn=16, max_target_positions=12, save=False, init_std=0.02):
     """(model, spec): a Whisper with 8 mel bins that takes 30 s and `layers` encoder and decoder
-    layers, and its folder with tokenizer.json (and the weights, with save)."""
+    layers, and its folder with tokenizer.json (and the weights, with save). init_std 0.5: weights
+    large enough that greedy decoding depends on the audio (at 0.02 every clip decodes alike)."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ def tiny_whisper(folder, seed=0, layers=1, d_model=16, ffn=16, max_target_positi
                            encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, max_source_positions=1500,
                            max_target_positions=max_target_positions,
                            decoder_start_token_id=ids["<|startoftranscript|>"], pad_token_id=ids["<|endoftext|>"],
-                           eos_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"])
+                           eos_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"], init_std=init_std)
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config).eval()
     if save:

@@ -27,7 +27,8 @@ def render_difference(key: str, d: dict, a: str, b: str) -> str:
     if key == "cosine":
         se = "?" if d["se"] is None else f"{d['se']:.4f}"
         return f"{DIFFERENCES[key]}: {a} - {b} {d['diff']:+.4f} +- {se} (n = {d['n']})"
-    return f"{DIFFERENCES[key]}: {a} - {b} {100 * d['diff']:+.2f} +- {100 * d['se']:.2f} points (n = {d['n']})"
+    se = "?" if d["se"] is None else f"{100 * d['se']:.2f}"  # None: one sample, no spread to measure
+    return f"{DIFFERENCES[key]}: {a} - {b} {100 * d['diff']:+.2f} +- {se} points (n = {d['n']})"
 
 
 def render_differences(diffs: dict, a: str, b: str, indent: str = "  ") -> list:
@@ -120,7 +121,8 @@ def render_curve(report: dict) -> str:
         row = [f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
                f"{r['flops']['ratio']:.3f}" if r.get("flops") else "-"]
         if key:
-            row.append(f"{100 * d[key]['diff']:+.2f} +- {100 * d[key]['se']:.2f}")
+            se = d[key]["se"]
+            row.append(f"{100 * d[key]['diff']:+.2f} +- " + ("?" if se is None else f"{100 * se:.2f}"))
         if "mean_cosine" in r:
             row.append(f"{r['mean_cosine']:.4f}")
         rows.append(row)

@@ -12,8 +12,9 @@ from acmtool.errors import AcmCheckFailed
 
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="The .onnx file to write (default: NAME.acm.onnx beside NAME.acm.safetensors).")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="The .onnx file to write (default: NAME.acm.onnx beside NAME.acm.safetensors); for Whisper the "
+                   "folder of its encoder and decoder graphs (default: NAME.acm.whisper).")
 @click.option("--format", "fmt", type=click.Choice(["custom-op", "standard"]), default="custom-op", show_default=True,
               help="custom-op: ai.acmtool::DynamicLearners nodes (needs the library); standard: stock ops only.")
 @click.option("--dense-above", type=click.FloatRange(min=0, min_open=True), default=DENSE_ABOVE, show_default=True,
@@ -39,7 +40,7 @@ def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force):
 
 
 @cli.command("verify")
-@click.argument("onnx_model", type=click.Path(dir_okay=False))
+@click.argument("onnx_model", type=click.Path())
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", default=None, help="Inputs from this dataset's validation split (default: random inputs).")
 @click.option("--batches", type=click.IntRange(min=1), default=2, show_default=True)
@@ -49,18 +50,26 @@ def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force):
 @click.option("--json", "as_json", is_flag=True)
 def verify_cmd(onnx_model, checkpoint, data, batches, batch_size, tolerance, provider, as_json):
     """Run ONNX_MODEL in ONNX Runtime and CHECKPOINT in PyTorch on the same inputs; exit 1 when the
-    outputs differ by more than the tolerance."""
+    outputs differ by more than the tolerance. ONNX_MODEL may be an exported Whisper folder
+    (NAME.acm.whisper): both graphs are checked, and the greedy transcripts must be the same."""
+    from pathlib import Path
+
     from acmtool.export.inputs import verification_batches
+    from acmtool.export.seq2seq import verify_whisper, verify_whisper_line
     from acmtool.export.verify import verify, verify_line
     from acmtool.io.checkpoint import load
     model = load(checkpoint)
-    report = verify(onnx_model, model, verification_batches(model, data, batches, batch_size), tolerance,
-                    providers=[provider])
+    inputs = verification_batches(model, data, batches, batch_size)
+    whisper = Path(onnx_model).is_dir()
+    report = (verify_whisper if whisper else verify)(onnx_model, model, inputs, tolerance, providers=[provider])
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(verify_line(report))
+        click.echo((verify_whisper_line if whisper else verify_line)(report))
     if not report["passed"]:
+        if whisper and report["max_abs_diff"] <= tolerance:
+            raise AcmCheckFailed(f"greedy transcripts differ from PyTorch's on "
+                                 f"{100 * (1 - report['transcripts_same']):.1f} % of utterances")
         raise AcmCheckFailed(f"outputs differ by {report['max_abs_diff']:.3g} > {tolerance:g}")
     click.echo("verify: ok")
 

@@ -29,7 +29,7 @@ def cli():
 
 # The commands register themselves on `cli` when imported.
 from acmtool.cli import (bench_cmd, convert_cmd, demo_cmd, eval_cmd, export_cmd, inspect_cmd,  # noqa: E402,F401
-                         visualize_cmd)
+                         transcribe_cmd, visualize_cmd)
 
 
 def main(argv=None):

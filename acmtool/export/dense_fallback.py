@@ -73,10 +73,13 @@ def densified(model: nn.Module, names):
 
 def exported_dense_blocks(onnx_model) -> dict:
     """{ACM name: expected cost} of the blocks an ONNX file (a path, or its loaded proto) holds as
-    dense fallbacks (its metadata)."""
+    dense fallbacks (its metadata); a folder (an exported Whisper): those of every graph in it."""
     import json
+    from pathlib import Path
 
     import onnx
+    if not isinstance(onnx_model, onnx.ModelProto) and Path(onnx_model).is_dir():
+        return {n: c for g in sorted(Path(onnx_model).glob("*.onnx")) for n, c in exported_dense_blocks(g).items()}
     proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else \
         onnx.load(str(onnx_model), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}

@@ -238,15 +238,20 @@ def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool
     """Export an ACM checkpoint; `path` defaults to NAME.acm.onnx beside it. An existing output is
     refused (unless force) before the checkpoint is loaded. ACMs whose expected cost on the
     conversion's held-out data reaches dense_above export as their dense block (None: none do)."""
-    from acmtool.io.checkpoint import load
-    path = Path(path) if path is not None else onnx_path(checkpoint)
-    refuse_existing(onnx_outputs(path), force)
+    from acmtool.export.seq2seq import export_whisper, refuse_folder, whisper_folder
+    from acmtool.io.checkpoint import load, read_info
+    config = read_info(checkpoint)["source"].get("config") or {}
+    whisper = config.get("model_type") == "whisper"  # a folder of graphs (acmtool.export.seq2seq)
+    path = Path(path) if path is not None else whisper_folder(checkpoint) if whisper else onnx_path(checkpoint)
+    refuse_folder(path, force) if whisper else refuse_existing(onnx_outputs(path), force)
     model = load(checkpoint)
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        # one graph cannot hold a decoder's token-by-token loop: that needs encoder, decoder and
-        # decoder-with-past graphs (Optimum's layout), not built yet
-        raise AcmInputError(f"{checkpoint}: ONNX export of encoder-decoder models ({type(model).__name__}) is not "
-                            f"supported yet; the checkpoint runs in PyTorch (acmtool.load, acmtool eval)")
-    inputs = _example_batch(model, model.acmtool_info["source"])
     dense = dense_choice(model, mean_k_of_checkpoint(model.acmtool_info), dense_above)
+    if whisper:
+        return export_whisper(model, path, model.acmtool_info["source"], fmt, force=force, dense=dense)
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        # one graph cannot hold a decoder's token-by-token loop
+        raise AcmInputError(f"{checkpoint}: ONNX export of encoder-decoder models other than Whisper "
+                            f"({type(model).__name__}) is not supported yet; the checkpoint runs in PyTorch "
+                            f"(acmtool.load, acmtool eval)")
+    inputs = _example_batch(model, model.acmtool_info["source"])
     return export_onnx(model, path, inputs, fmt, force=force, dense=dense)

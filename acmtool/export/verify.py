@@ -177,7 +177,9 @@ def verify_line(report: dict) -> str:
     """The line `acmtool verify` prints."""
     k = f"{100 * report['k_agreement']:.3f} %" if report["k_agreement"] is not None else "n/a"
     gates = f"K agreement {k} over {report['k_found']}/{report['acms']} ACMs"
-    if report.get("static"):
+    if report.get("static") and report.get("dense_fallback") == report["acms"]:
+        gates = f"every ACM exported as its dense block ({report['acms']} ACMs, checked at k = N), no gate to compare"
+    elif report.get("static"):
         gates = f"static model: every ACM runs a fixed k ({report['acms']} ACMs), no gate to compare"
     elif report.get("dense_fallback"):
         gates += f" ({report['dense_fallback']} exported as dense blocks, checked at k = N)"

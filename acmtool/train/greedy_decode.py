@@ -91,6 +91,20 @@ def greedy_decode(model, input_features: torch.Tensor, prompt: list[int], end_id
             m.training = flag
 
 
+def take_step(next_ids: list, end_id: int, done: list, out: list) -> bool:
+    """Append each unfinished row's token (end_id finishes the row, and is not kept); True when
+    every row has finished. The step both greedy loops share (this one, and ONNX Runtime's in
+    acmtool.runtime.transcribe)."""
+    for row, token in enumerate(next_ids):
+        if done[row]:
+            continue
+        if token == end_id:
+            done[row] = True
+        else:
+            out[row].append(token)
+    return all(done)
+
+
 def _decode(model, input_features: torch.Tensor, prompt: list[int], end_id: int,
             max_new_tokens: int, suppress: list[int], begin: list[int]) -> list[list[int]]:
     param = next(model.parameters())
@@ -116,14 +130,7 @@ def _decode(model, input_features: torch.Tensor, prompt: list[int], end_id: int,
         if banned:
             logits[:, banned] = float("-inf")
         next_ids = logits.argmax(dim=-1)
-        for row, token in enumerate(next_ids.tolist()):  # one device-to-host copy per step
-            if done[row]:
-                continue
-            if token == end_id:
-                done[row] = True
-            else:
-                out[row].append(token)
-        if all(done):
+        if take_step(next_ids.tolist(), end_id, done, out):  # one device-to-host copy per step
             break
         # Rows that have ended keep being fed end_id: cheaper than shrinking the batch and its
         # cache, and what they generate afterwards is never read.

@@ -404,19 +404,19 @@ class Pipeline:
 
 
 def export_after_convert(output: Path, log, force: bool = False) -> Optional[str]:
-    """The ONNX model beside the checkpoint (NAME.acm.onnx); a model that does not export keeps its
-    checkpoint. Static models export too, as the narrower dense model they are; ACMs that cannot
+    """The ONNX model beside the checkpoint (NAME.acm.onnx; a Whisper's folder of graphs
+    NAME.acm.whisper); a model that does not export keeps its checkpoint. Static models export too, as the narrower dense model they are; ACMs that cannot
     beat their dense block export as it (acmtool.export.dense_fallback)."""
     from acmtool.export import export_checkpoint
     from acmtool.export.dense_fallback import dense_fallback_line
     try:
-        path = export_checkpoint(output, onnx_path(output), force=force)
+        path = export_checkpoint(output, None, force=force)  # NAME.acm.onnx, or a Whisper's NAME.acm.whisper
     except AcmInputError as e:  # a model the export does not take: retrying would not help
         log(f"not exported to ONNX: {e}")
         return None
     except Exception as e:  # export failures must not cost the trained checkpoint
         log(f"acmtool: ONNX export failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
-            f"the checkpoint is saved: retry with acmtool export {output} -o {onnx_path(output)}")
+            f"the checkpoint is saved: retry with acmtool export {output}")
         return None
     log(f"wrote {path}")
     if dense_fallback_line(path):
