@@ -215,3 +215,11 @@ def test_cli_refuses_a_tampered_spec_in_one_line(checkpoint, tmp_path):
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)  # no traceback
     assert "info.source.sha256: expected an object" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_copied_ct2_folder_is_the_same_original_for_eval_baseline():
+    from acmtool.train.evaluate_checkpoint import _describe, _identity
+    a = {"kind": "ct2", "path": "/models/a", "sha256": {"model.bin": "1" * 64}, "config": {"model_type": "whisper"}}
+    assert _identity(a) == _identity(dict(a, path="/elsewhere/b"))  # the files' digests decide
+    assert _identity(a) != _identity(dict(a, sha256={"model.bin": "2" * 64}))
+    assert _describe(a) == "ct2:/models/a"

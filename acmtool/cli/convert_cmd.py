@@ -30,8 +30,10 @@ def default_output(model: str) -> Path:
               help="Train one model for every budget from LO to HI (the budget knob: acmtool.set_budget, the ONNX "
                    "model's budget input); --budget, its default budget, is then the middle of the range unless given.")
 @click.option("--data", default=None,
-              help="Training data: an image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist, fortunes. Without it, --budget "
-                   "distils on the built-in data for the model's inputs (fashion-mnist images or fortunes text).")
+              help="Training data: an image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist, fortunes; for speech "
+                   "models a folder of audio with a transcript table (path, text), asterisk or pocketsphinx. Without "
+                   "it, --budget distils on the built-in data for the model's inputs (fashion-mnist images or "
+                   "fortunes text).")
 @text_column_options
 @click.option("--learners", "num_learners", type=click.IntRange(min=1), default=4, show_default=True,
               help="N, the learners per ACM.")
@@ -69,8 +71,10 @@ def default_output(model: str) -> Path:
 @click.option("--force", is_flag=True, help="Replace existing outputs (checkpoint, report, ONNX model); without it "
                                             "convert refuses before any work.")
 def convert_cmd(model, output, budget, no_onnx, model_args, **options):
-    """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file) into an ACM
-    checkpoint, and export it to NAME.acm.onnx beside it. With --budget the ACMs are trained to the
+    """Convert MODEL (timm:NAME, a Hugging Face folder, a .pt/.pth or .safetensors file, or
+    ct2:FOLDER, a CTranslate2 Whisper such as faster-whisper's) into an ACM checkpoint, and export
+    it to NAME.acm.onnx beside it (a Whisper: the folder NAME.acm.whisper of its encoder and
+    decoder graphs, for acmtool transcribe). With --budget the ACMs are trained to the
     budget, on --data or, without it, on the built-in data for the model's inputs; without --budget
     they are only initialised from the original weights. Existing outputs are never replaced without
     --force (or, for a run's own files, --resume)."""

@@ -136,8 +136,9 @@ def render_curve(report: dict) -> str:
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", default=None,
-              help="An image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist or fortunes: its validation split "
-                   "(or test set) is scored, and its training split fits the embedding models' probe.")
+              help="An image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist or fortunes (speech: audio with "
+                   "transcripts, asterisk, pocketsphinx; scored by word error rate): its validation split (or test "
+                   "set) is scored, and its training split fits the embedding models' probe.")
 @click.option("--test-data", default=None,
               help="A separate labelled source to score, every sample of it (--data then only fits the probe).")
 @text_column_options
@@ -161,7 +162,8 @@ def eval_cmd(checkpoint, data, test_data, text_column, label_column, json_path, 
              plot_path, batch_size, max_samples, device, force):
     """Evaluate CHECKPOINT against its original model on DATA: accuracy for classifiers; cosine
     similarity, the drop-in probe (a logistic regression fitted on the original's features) and a
-    refit probe (fitted on the model's own) for embedding models; each difference with its paired
+    refit probe (fitted on the model's own) for embedding models; the word error rate of greedy
+    transcripts for speech-to-text models (paired over utterances); each difference with its paired
     standard error; always the achieved budget and the whole-model FLOPs ratio."""
     from acmtool.io.atomic import atomic_path
     from acmtool.io.outputs import refuse_existing

@@ -31,7 +31,7 @@ def _identity(spec: dict) -> str:
     spec = dict(spec)
     if spec.get("weights_sha256"):
         spec.pop("weights", None)
-    if spec.get("kind") == "file":
+    if spec.get("kind") in ("file", "ct2"):  # known by the digests of the files read (ct2: per file)
         spec.pop("path", None)
     return json.dumps(spec, sort_keys=True)
 
@@ -39,7 +39,8 @@ def _identity(spec: dict) -> str:
 def _describe(spec: dict) -> str:
     kind = spec.get("kind")
     name = {"timm": f"timm:{spec.get('name')}", "hf": f"{spec.get('class')} in {spec.get('path')}",
-            "file": str(spec.get("path")), "user": str(spec.get("class"))}.get(kind, str(kind))
+            "file": str(spec.get("path")), "user": str(spec.get("class")),
+            "ct2": f"ct2:{spec.get('path')}"}.get(kind, str(kind))
     if spec.get("weights"):
         name += f" with weights {Path(spec['weights']).name}"
     return name
