@@ -66,6 +66,9 @@ def test_whisper_converts_and_reports_word_error_rates(speech_run):
     layers = v["per_layer"]
     assert any(".encoder." in n for n in layers) and any(".decoder." in n for n in layers)
     assert 0 < v["achieved_budget"] <= 1
+    parts = v["part_budgets"]  # encoder and decoder apart; the whole is between them
+    assert min(parts.values()) - 1e-9 <= v["achieved_budget"] <= max(parts.values()) + 1e-9
+    assert "(encoder " in output and ", decoder " in output
     assert "word error rate (greedy decoding" in output and "word error rate: ACM - original" in output
     # the ONNX side: a folder of encoder and decoder graphs, not one .onnx file
     assert (root / "w.acm.whisper" / "encoder.onnx").is_file() and not out.with_name("w.acm.onnx").exists()

@@ -69,7 +69,9 @@ def render_eval(r: dict, where: str, name: Optional[str] = None, warn: bool = Tr
                          f"{100 * r['teacher_refit_probe_accuracy']:.2f} %, "
                          f"{name} {100 * r['refit_probe_accuracy']:.2f} %")
     lines += render_differences(r.get("vs_original") or {}, name, "original")
+    parts = r.get("part_budgets")
     lines.append(f"  achieved budget {r['achieved_budget']:.4f}" +
+                 (f" (encoder {parts['encoder']:.4f}, decoder {parts['decoder']:.4f})" if parts else "") +
                  (f"; k = 0 (block skipped) for {100 * r['k0_share']:.1f} % of MLP tokens" if "k0_share" in r else ""))
     if r.get("flops"):
         lines.append(f"  whole-model FLOPs {r['flops']['ratio']:.3f} x the original (gates included)")

@@ -75,6 +75,10 @@ def budget_report(model: nn.Module, hist: dict, profile: Optional[dict]) -> dict
         layers[name] = {"mean_k": mk, "budget": mk / m.num_learners, "histogram": h.tolist(),
                         "k0_share": float(h[0]) / total}
     out = {"achieved_budget": budget(model, mean_k, tokens), "per_layer": layers}
+    # an encoder-decoder's two halves see different tokens (Whisper: 1500 frames, a few words)
+    parts = {part: {n: k for n, k in mean_k.items() if f".{part}." in f".{n}."} for part in ("encoder", "decoder")}
+    if all(parts.values()):
+        out["part_budgets"] = {part: budget(model, ks, tokens) for part, ks in parts.items()}
     # how often a gate says "this token needs none of this block" (MLPs only: projections keep k >= 1)
     k0 = [(int(hist[n][0]), int(hist[n].sum())) for n, m in acm_modules(model) if m.min_k == 0 and n in layers]
     if k0:
