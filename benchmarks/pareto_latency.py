@@ -86,14 +86,17 @@ def converted(task: Task, work: Path, method: str, budget: float, convert: bool,
         return path
     if not convert:
         return None
-    from acmtool.train.options import ConvertOptions
+    from acmtool.train.options import ConvertOptions, static_learners
     from acmtool.train.pipeline import convert as run_convert
     work.mkdir(parents=True, exist_ok=True)
     resume = (run_folder(path) / "state.pt").is_file()
     log(f"converting {path.name}{' (resuming)' if resume else ''}")
     started = time.time()
+    options = dict(task.options)
+    if method == "static":  # a whole number of learners per token: 0.125 is 1 of 8 learners
+        options["num_learners"] = static_learners(budget, options.get("num_learners", 4))
     run_convert(ConvertOptions(model=task.model(), budget=budget, data=task.data, output=str(path),
-                               static=method == "static", resume=resume, **task.options))
+                               static=method == "static", resume=resume, **options))
     _write_json(work / f"{path.name}.minutes.json", {"minutes": (time.time() - started) / 60, "resumed": resume})
     return path
 

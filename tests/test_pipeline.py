@@ -77,6 +77,10 @@ def test_bad_input_fails_before_work(tmp_path, npz):
             options(npz, tmp_path / "x.safetensors", gate_lr=lr)
     with pytest.raises(AcmInputError, match="no such file"):
         convert(options(str(tmp_path / "missing.npz"), tmp_path / "x.safetensors"))
+    # a static baseline between two whole learner counts would silently be another width
+    with pytest.raises(AcmInputError, match=r"0.125 x 4 learners = 0.5; use --learners 8 \(k = 1\)"):
+        options(npz, tmp_path / "x.safetensors", static=True, budget=0.125)
+    assert options(npz, tmp_path / "x.safetensors", static=True, budget=0.125, num_learners=8).static
     assert not any(tmp_path.iterdir())
 
 

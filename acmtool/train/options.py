@@ -31,6 +31,17 @@ def parse_budget_range(text: Optional[str]) -> Optional[list]:
     return check_budget_range([lo, hi])
 
 
+def whole_learners(budget: float, num_learners: int) -> bool:
+    k = budget * num_learners
+    return abs(k - round(k)) < 1e-6 and round(k) >= 1
+
+
+def static_learners(budget: float, num_learners: int = 4, most: int = 64) -> Optional[int]:
+    """The fewest learners, from num_learners up, of which the budget is a whole number (>= 1): the
+    static baseline's N at that budget (0.125: 8)."""
+    return next((n for n in range(num_learners, most + 1) if whole_learners(budget, n)), None)
+
+
 def check_budget_range(value, budget: Optional[float] = None) -> list:
     """[lo, hi] as floats; `budget` (the model's default) must lie in it."""
     if not isinstance(value, (list, tuple)) or len(value) != 2 or \
@@ -110,6 +121,20 @@ class ConvertOptions:
             raise AcmInputError("--max-steps must be positive")
         if self.budget_range is not None:
             self._check_budget_range()
+        if self.static and self.budget is not None:
+            self._check_static_width()
+
+    def _check_static_width(self) -> None:
+        # the static baseline runs a whole number of learners per token; a budget between two would
+        # silently give a model of another width (0.125 of 4 learners: none, the MLPs removed)
+        k = self.budget * self.num_learners
+        if whole_learners(self.budget, self.num_learners):
+            return
+        n = static_learners(self.budget, self.num_learners)
+        hint = f"use --learners {n} (k = {round(self.budget * n)})" if n else \
+            f"choose a budget that is a multiple of 1 / {self.num_learners}"
+        raise AcmInputError(f"--static runs a whole number of learners per token, and budget {self.budget:g} x "
+                            f"{self.num_learners} learners = {k:g}; {hint}")
 
     def _check_budget_range(self) -> None:
         self.budget_range = check_budget_range(self.budget_range, self.budget)
