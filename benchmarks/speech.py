@@ -1,0 +1,149 @@
+"""Whisper in ONNX Runtime: the real-time factor (seconds of compute per second of audio, lower is
+faster) of the ACM model against the dense model, its static baseline and faster-whisper, on the
+same utterances, and the share of utterances whose ONNX Runtime transcript is PyTorch's.
+
+    python -m benchmarks.speech --model ACM.acm.safetensors [--static STATIC.acm.safetensors]
+        [--data asterisk] [--utterances 40] [--rounds 3] [--threads 2] [--work DIR]
+
+Every engine transcribes one utterance at a time (batch 1, greedy, no timestamps); per round the
+engines run each utterance in a rotating order, so that a slow moment of the machine hits them
+alike; an engine's RTF is its total time over the total audio, the median over rounds. The
+encoder alone is timed the same way (ACM encoder time / dense encoder time): the decoder runs a
+few tokens per prompt and its graph takes the whole sequence each step (no key/value cache yet).
+faster-whisper (CTranslate2, int8 or fp32 as it loads by default on CPU) runs when installed and
+the model came from a ct2: folder; otherwise the reason is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+WORK = Path.home() / ".cache" / "acmtool" / "speech"
+
+
+def dense_folder(checkpoint: Path, work: Path) -> Path:
+    """The original Whisper (no ACM) exported the same way: the baseline of every ratio."""
+    from acmtool.export.seq2seq import export_whisper
+    from acmtool.io.checkpoint import read_info
+    from acmtool.io.sources import load_original
+    spec = read_info(checkpoint)["source"]
+    folder = work / f"{checkpoint.name.split('.')[0]}-dense.acm.whisper"
+    if not folder.is_dir():
+        export_whisper(load_original(spec).eval(), folder, spec)
+    return folder
+
+
+def acm_folder(checkpoint: Path) -> Path:
+    from acmtool.export.onnx_export import export_checkpoint
+    from acmtool.export.seq2seq import whisper_folder
+    folder = whisper_folder(checkpoint)
+    return folder if folder.is_dir() else export_checkpoint(checkpoint)
+
+
+def utterances(checkpoint: Path, data: str, count: int) -> list:
+    """(path, seconds) of the held-out utterances of the checkpoint's conversion split."""
+    from acmtool.data import load_data
+    from acmtool.io.checkpoint import read_info
+    from acmtool.io.sources import load_original
+    from acmtool.train.evaluate_checkpoint import split_options
+    info = read_info(checkpoint)
+    model = load_original(info["source"])
+    task = load_data(data, model, info["source"], **split_options(info))
+    clips = task.val.dataset
+    rows = [(clips.paths[i], None) for i in task.val.indices][:count]
+    import soundfile as sf
+    return [(p, sf.info(p).duration) for p, _ in rows]
+
+
+def faster_whisper_engine(checkpoint: Path, threads: int):
+    """(engine, reason): a faster-whisper model on the checkpoint's ct2 folder, or why there is none."""
+    from acmtool.io.checkpoint import read_info
+    spec = read_info(checkpoint)["source"]
+    if spec.get("kind") != "ct2":
+        return None, "the model did not come from a CTranslate2 folder"
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        return None, "pip install faster-whisper to compare with it"
+    model = WhisperModel(spec["path"], device="cpu", cpu_threads=threads)
+
+    def run(path):
+        segments, _ = model.transcribe(path, beam_size=1, language="en", without_timestamps=True,
+                                       condition_on_previous_text=False, vad_filter=False)
+        return " ".join(s.text.strip() for s in segments)
+    return run, None
+
+
+def main(argv=None) -> list:
+    from acmtool.runtime.transcribe import Transcriber
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speech", description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--static", type=Path, default=None)
+    p.add_argument("--data", default="asterisk")
+    p.add_argument("--utterances", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--work", type=Path, default=WORK)
+    p.add_argument("--name", default=None, help="the result files' name (default: the checkpoint's)")
+    a = p.parse_args(argv)
+    a.work.mkdir(parents=True, exist_ok=True)
+    folders = {"dense": dense_folder(a.model, a.work), "acm": acm_folder(a.model)}
+    if a.static is not None:
+        folders["static"] = acm_folder(a.static)
+    ort = {name: Transcriber(f, threads=a.threads) for name, f in folders.items()}
+    engines = {name: (lambda path, t=t: t([path])[0]) for name, t in ort.items()}
+    fw, why = faster_whisper_engine(a.model, a.threads)
+    if fw is not None:
+        engines["faster-whisper"] = fw
+    else:
+        print(f"faster-whisper: not run ({why})")
+    clips = utterances(a.model, a.data, a.utterances)
+    audio = sum(s for _, s in clips)
+    print(f"{len(clips)} utterances, {audio:.1f} s of audio, {a.rounds} rounds, {a.threads} threads")
+    names = list(engines)
+    total = {n: [] for n in names}
+    enc = {n: [] for n in ort}
+    features = {path: ort["dense"].features([path]) for path, _ in clips}
+    for r in range(a.rounds):
+        spent, spent_enc = dict.fromkeys(names, 0.0), dict.fromkeys(ort, 0.0)
+        for i, (path, _) in enumerate(clips):
+            order = names[(i + r) % len(names):] + names[: (i + r) % len(names)]
+            for n in order:
+                t0 = time.perf_counter()
+                engines[n](path)
+                spent[n] += time.perf_counter() - t0
+            for n in itertools.islice(itertools.cycle(ort), (i + r) % len(ort), (i + r) % len(ort) + len(ort)):
+                t0 = time.perf_counter()
+                ort[n].encoder.run(None, {"input_features": features[path]})
+                spent_enc[n] += time.perf_counter() - t0
+        for n in names:
+            total[n].append(spent[n] / audio)
+        for n in ort:
+            enc[n].append(spent_enc[n])
+    rows = []
+    for n in names:
+        rtf = float(np.median(total[n]))
+        row = {"engine": n, "rtf": rtf, "vs_dense": rtf / float(np.median(total["dense"]))}
+        if n in enc:
+            row["encoder_vs_dense"] = float(np.median(np.array(enc[n]) / np.array(enc["dense"])))
+        rows.append(row)
+        print(f"{n:15s} RTF {rtf:.4f}  x dense {row['vs_dense']:.3f}" +
+              (f"  encoder x dense {row['encoder_vs_dense']:.3f}" if "encoder_vs_dense" in row else ""))
+    from benchmarks.__main__ import RESULTS, write
+    from benchmarks.machine import tag
+    stem = RESULTS / f"speech-{a.name or a.model.name.split('.')[0]}-{tag()}"
+    write(rows, stem, {"model": str(a.model), "static": str(a.static) if a.static else None, "data": a.data,
+                       "utterances": len(clips), "audio_s": audio, "rounds": a.rounds, "threads": a.threads,
+                       "faster_whisper": why or "run"})
+    print(f"wrote {stem}.json")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
