@@ -53,12 +53,12 @@ def load_data(source: str, model: torch.nn.Module, spec: dict, *, val_fraction: 
         return TaskData(train=Subset(loaded.dataset, list(range(n))), val=loaded.val,
                         num_classes=loaded.num_classes, class_names=loaded.class_names, kind=loaded.kind,
                         source=str(source), collate=loaded.collate, test=loaded.test,
-                        transcripts=loaded.transcripts)
+                    transcripts=loaded.transcripts)
     train, val = split_indices(len(loaded.dataset), val_fraction, seed)
     return TaskData(train=Subset(loaded.dataset, train), val=Subset(loaded.dataset, val),
                     num_classes=loaded.num_classes, class_names=loaded.class_names, kind=loaded.kind,
                     source=str(source), collate=loaded.collate, test=loaded.test,
-                        transcripts=loaded.transcripts)
+                    transcripts=loaded.transcripts)
 
 
 def _load(source: str, model, spec: dict, max_samples, seed: int, text_max_length: int, columns: dict) -> Loaded:

@@ -235,7 +235,8 @@ def _example_batch(model: nn.Module, source: dict):
 
 def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool = False,
                       dense_above: Optional[float] = DENSE_ABOVE) -> Path:
-    """Export an ACM checkpoint; `path` defaults to NAME.acm.onnx beside it. An existing output is
+    """Export an ACM checkpoint; `path` defaults to NAME.acm.onnx beside it (a Whisper: the folder
+    NAME.acm.whisper of its encoder and decoder graphs, acmtool.export.seq2seq). An existing output is
     refused (unless force) before the checkpoint is loaded. ACMs whose expected cost on the
     conversion's held-out data reaches dense_above export as their dense block (None: none do)."""
     from acmtool.export.seq2seq import export_whisper, refuse_folder, whisper_folder
@@ -243,7 +244,10 @@ def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool
     config = read_info(checkpoint)["source"].get("config") or {}
     whisper = config.get("model_type") == "whisper"  # a folder of graphs (acmtool.export.seq2seq)
     path = Path(path) if path is not None else whisper_folder(checkpoint) if whisper else onnx_path(checkpoint)
-    refuse_folder(path, force) if whisper else refuse_existing(onnx_outputs(path), force)
+    if whisper:
+        refuse_folder(path, force)
+    else:
+        refuse_existing(onnx_outputs(path), force)
     model = load(checkpoint)
     dense = dense_choice(model, mean_k_of_checkpoint(model.acmtool_info), dense_above)
     if whisper:

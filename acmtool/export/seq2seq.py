@@ -2,8 +2,8 @@
 decoding needs beside them, so that ONNX Runtime transcribes audio as the PyTorch model does.
 
     NAME.acm.whisper/
-        encoder.onnx    input_features [batch, n_mels, frames] -> encoder_hidden_states [batch, frames / 2, d]
-        decoder.onnx    decoder_input_ids [batch, tokens], encoder_hidden_states -> logits [batch, tokens, vocab]
+        encoder.onnx    input_features [batch, n_mels, frames] -> output: hidden states [batch, frames / 2, d]
+        decoder.onnx    decoder_input_ids [batch, tokens], encoder_hidden_states -> output: logits [batch, tokens, vocab]
         transcribe.json the prompt, end, suppressed ids, mel bins and sampling rate (TRANSCRIBE_KEYS)
         tokenizer.json  the model folder's (ids -> text)
         preprocessor_config.json  the model folder's front end, where it has one
