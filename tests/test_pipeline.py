@@ -72,6 +72,8 @@ def test_bad_input_fails_before_work(tmp_path, npz):
     for budget in (0, -0.5, 1.5):
         with pytest.raises(AcmInputError, match="--budget must lie in"):
             options(npz, tmp_path / "x.safetensors", budget=budget)
+    with pytest.raises(AcmInputError, match="--gate-probes must be at least 1"):
+        options(npz, tmp_path / "x.safetensors", gate_probes=0)
     for lr in (0.0, -1e-3):
         with pytest.raises(AcmInputError, match="--gate-lr must be positive"):
             options(npz, tmp_path / "x.safetensors", gate_lr=lr)
@@ -230,3 +232,13 @@ def test_finetune_trains_the_gates_only_when_asked(tmp_path, npz, finetune_gates
 def test_every_gate_label_rule_has_a_default_learning_rate():
     from acmtool.train.options import GATE_LABELS, GATE_LR
     assert set(GATE_LR) == set(GATE_LABELS) - {"auto"} and all(lr > 0 for lr in GATE_LR.values())
+
+
+def test_gate_probes_reach_the_fisher_probe(tmp_path, npz, monkeypatch):
+    import acmtool.train.capture as capture
+    seen = []
+    real = capture._probe_rms
+    monkeypatch.setattr(capture, "_probe_rms", lambda *a, **kw: seen.append(a[4]) or real(*a, **kw))
+    report = convert(options(npz, tmp_path / "p.acm.safetensors", max_steps=1, gate_probes=2, gate_labels="loss"))
+    assert seen and set(seen) == {2}
+    assert report["convert_options"]["gate_probes"] == 2

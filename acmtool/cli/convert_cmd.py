@@ -59,6 +59,10 @@ def default_output(model: str) -> Path:
                    "error weighed by what it costs the output; budget: the same per block, errors relative to "
                    "each token's output; tau: the paper's rule; auto: loss (classifiers and embedding models "
                    "alike).")
+@click.option("--gate-probes", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Random probes of the output's Fisher information per batch for the loss labels, each one "
+                   "backward pass: fewer make gate pre-training cheaper (on Whisper's 1500 encoder frames it "
+                   "dominates a conversion) and the labels noisier.")
 @click.option("--max-samples", type=click.IntRange(min=2), default=None, help="Use a seeded subset of the data.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -85,6 +85,7 @@ class ConvertOptions:
     # "budget": the same per block, errors relative to each token's output; "tau": DESIGN.md's rule;
     # "auto": loss (errors weighed by what they cost the output, one allocation over every block)
     gate_labels: str = "auto"
+    gate_probes: int = 8  # Fisher probes per batch for the 'loss' labels (acmtool.train.sensitivity.PROBES)
     gumbel_tau: float = 0.8
     budget_weight: float = 0.1
     entropy_weight: float = 0.05
@@ -117,6 +118,8 @@ class ConvertOptions:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise AcmInputError(f"--{name.replace('_', '-')} must be positive; got {value}")
+        if self.gate_probes < 1:
+            raise AcmInputError(f"--gate-probes must be at least 1; got {self.gate_probes}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AcmInputError("--max-steps must be positive")
         if self.budget_range is not None:

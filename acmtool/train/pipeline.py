@@ -38,7 +38,6 @@ from acmtool.train.loop import GracefulStop, run_phase, to_device
 from acmtool.train.objectives import DistillObjective, FinetuneObjective, GateObjective
 from acmtool.train.options import GATE_LR, ConvertOptions
 from acmtool.train.run_state import RunState
-from acmtool.train.sensitivity import PROBES
 
 CALIBRATION_BATCHES = 8
 STEER_RATE = 0.5  # logits per unit of budget error, per fine-tuning step (--finetune-gates)
@@ -218,7 +217,7 @@ class Pipeline:
 
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device), sensitivity=labels == "loss", generator=probe,
-                                   probes=PROBES, scale=self.embedding_scale)
+                                   probes=self.opts.gate_probes, scale=self.embedding_scale)
             loss, acc = obj(caps)
             return loss, {"gate_acc": acc}
         lr = self.opts.gate_lr if self.opts.gate_lr is not None else GATE_LR[labels]
