@@ -173,3 +173,14 @@ def test_export_and_transcribe_refuse_what_they_cannot_do(speech_run, tmp_path):
     assert result.exit_code == 2 and "not an exported Whisper folder" in result.output
     result = runner.invoke(cli, ["transcribe", str(folder), str(tmp_path / "missing.wav")])
     assert result.exit_code == 2 and "missing.wav" in result.output
+
+
+def test_inspect_shows_each_graph_of_a_whisper_folder(speech_run):
+    import json
+    root, _, _, _ = speech_run
+    result = CliRunner().invoke(cli, ["inspect", str(root / "w.acm.whisper"), "--json"])
+    assert result.exit_code == 0, result.output
+    graphs = json.loads(result.output)
+    assert sorted(graphs) == ["decoder.onnx", "encoder.onnx"]
+    result = CliRunner().invoke(cli, ["inspect", str(root)])
+    assert result.exit_code == 2 and "not an exported Whisper folder" in result.output
