@@ -117,6 +117,18 @@ def test_batch_budget_weighs_acms_by_their_flops():
     assert float(beta) == pytest.approx(big.flops_at(4) / (small.flops_at(4) + big.flops_at(4)))
 
 
+def test_batch_budget_weighs_acms_by_their_tokens_too():
+    # an encoder-decoder: the encoder's ACM sees 30 tokens at k = N, the decoder's 2 at k = 0; the
+    # budget is the share of learner FLOPs spent, so the encoder's tokens weigh 15 times as much
+    enc, dec = make(h=4), make(h=4)
+    all_k = torch.nn.functional.one_hot(torch.full((30,), 4), 5).float()
+    none = torch.nn.functional.one_hot(torch.zeros(2, dtype=torch.long), 5).float()
+    assert float(batch_budget([enc, dec], [all_k, none])) == pytest.approx(30 / 32)
+    # an ACM no real token reached counts for nothing (a fully padded decoder batch)
+    assert float(batch_budget([enc, dec], [all_k, none[:0]])) == pytest.approx(1.0)
+    assert float(batch_budget([dec], [none[:0]])) == 0.0
+
+
 def test_entropy_and_diversity_are_normalised():
     decisive = torch.nn.functional.one_hot(torch.arange(10) % 5, 5).float()  # each token sure, batch spread
     uniform = torch.full((10, 5), 0.2)

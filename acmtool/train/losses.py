@@ -146,15 +146,19 @@ def gate_choice_probs(acm: AcmModule, mask: Optional[torch.Tensor] = None) -> to
 def batch_budget(acms: list[AcmModule], onehots: list[torch.Tensor],
                  mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """beta of this batch from the straight-through one-hots, so its gradient reaches the gates:
-    the mean of k / N over real tokens, each ACM weighted by its full learner FLOPs."""
+    the mean of k / N over real tokens, each ACM weighted by its full learner FLOPs times its tokens
+    (as acmtool.cost.budget weighs them: an encoder-decoder's ACMs see different numbers of tokens,
+    Whisper's encoder 1500 a clip, its decoder a few words)."""
     num, den = 0.0, 0.0
     for acm, onehot in zip(acms, onehots):
         ks = torch.arange(onehot.shape[-1], device=onehot.device, dtype=onehot.dtype) + acm.min_k
         k = (real_tokens(onehot, mask) * ks).sum(-1)  # per token
-        w = acm.flops_at(acm.num_learners)
+        if k.numel() == 0:  # no real token reached this ACM: nothing spent, nothing to weigh
+            continue
+        w = acm.flops_at(acm.num_learners) * k.numel()
         num = num + w * (k.mean() / acm.num_learners)
         den += w
-    return num / den
+    return num / den if den else torch.zeros(())
 
 
 def budget_loss(beta: torch.Tensor, target: float) -> torch.Tensor:
