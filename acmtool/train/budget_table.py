@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from acmtool.cost import acm_site_path, budget as achieved_budget
 from acmtool.layers.acm import acm_modules
@@ -57,9 +58,12 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
         rows = {round(trained, 6): (0.0, _beta(model, acms, home, 0.0))}
         below = sorted((b for b in grid if b < trained - TOLERANCE), reverse=True)
         above = sorted(b for b in grid if b > trained + TOLERANCE)
+        # a forward pass or more over the calibration batches per budget: minutes on a large model
+        bar = tqdm(total=len(below) + len(above), desc="budget table", unit="budget", leave=False)
         for side in (below, above):
             shift, zs = 0.0, home
             for b in side:
+                bar.update()
                 delta = b - trained if conditioned else None
                 if conditioned:  # the gates' answer to the budget changes their inputs downstream
                     zs = _at(model, acms, batches, device, shift, delta)
@@ -70,6 +74,7 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
                     if abs(got - b) <= TOLERANCE:
                         rows[b] = (shift, got)
                         break
+        bar.close()
     finally:
         restore_knob(acms.values(), saved)
     budgets = sorted(rows)
