@@ -16,7 +16,6 @@ the model came from a ct2: folder; otherwise the reason is printed.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import time
 from pathlib import Path
@@ -55,10 +54,9 @@ def utterances(checkpoint: Path, data: str, count: int) -> list:
     info = read_info(checkpoint)
     model = load_original(info["source"])
     task = load_data(data, model, info["source"], **split_options(info))
-    clips = task.val.dataset
-    rows = [(clips.paths[i], None) for i in task.val.indices][:count]
     import soundfile as sf
-    return [(p, sf.info(p).duration) for p, _ in rows]
+    paths = [task.val.dataset.paths[i] for i in task.val.indices][:count]
+    return [(p, sf.info(p).duration) for p in paths]
 
 
 def faster_whisper_engine(checkpoint: Path, threads: int):
@@ -118,7 +116,8 @@ def main(argv=None) -> list:
                 t0 = time.perf_counter()
                 engines[n](path)
                 spent[n] += time.perf_counter() - t0
-            for n in itertools.islice(itertools.cycle(ort), (i + r) % len(ort), (i + r) % len(ort) + len(ort)):
+            names_ort = list(ort)
+            for n in names_ort[(i + r) % len(ort):] + names_ort[: (i + r) % len(ort)]:
                 t0 = time.perf_counter()
                 ort[n].encoder.run(None, {"input_features": features[path]})
                 spent_enc[n] += time.perf_counter() - t0

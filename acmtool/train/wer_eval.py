@@ -7,7 +7,7 @@ import torch
 
 from acmtool.data.task_data import Transcripts
 from acmtool.train.greedy_decode import greedy_decode, suppression_of
-from acmtool.train.wer import paired_wer_difference, word_errors
+from acmtool.train.wer import corpus_wer, paired_wer_difference, word_errors
 
 
 @torch.no_grad()
@@ -30,8 +30,9 @@ def transcribe_batch(model, inputs: dict, labels: torch.Tensor, transcripts: Tra
 
 def wer(counts: torch.Tensor) -> float:
     """The corpus word error rate (a fraction) of [n, 2] (edits, reference words) counts."""
-    words = int(counts[:, 1].sum())
-    return float(counts[:, 0].sum()) / words if words else float("nan")
+    if int(counts[:, 1].sum()) == 0:
+        return float("nan")  # no reference words (e.g. no utterances): no rate to give
+    return corpus_wer(counts[:, 0].tolist(), counts[:, 1].tolist()) / 100
 
 
 def paired_wer(a: torch.Tensor, b: torch.Tensor) -> dict:
