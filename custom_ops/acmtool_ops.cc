@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 
+#include "cpu/sgemm.h"
 #include "dynamic_learners/dynamic_learners.h"
 #include "ort_api.h"
 #if defined(ACMTOOL_WITH_CUDA)
@@ -18,6 +19,33 @@ namespace acmtool {
 namespace {
 
 constexpr const char* kDomain = "ai.acmtool";
+constexpr int kDynamicLearnersVersion = 1;  // the op version this library implements (export/schema.py)
+
+#if !defined(ACMTOOL_VERSION)
+#define ACMTOOL_VERSION "unknown"
+#endif
+
+std::string InfoJson() {
+  std::string isas = "[";
+#if defined(ACMTOOL_HAVE_AVX512)
+  isas += "\"avx512\", ";
+#endif
+#if defined(ACMTOOL_HAVE_AVX2)
+  isas += "\"avx2\", ";
+#endif
+  isas += "\"generic\"]";
+#if defined(ACMTOOL_WITH_CUDA)
+  const char* cuda = "true";
+#else
+  const char* cuda = "false";
+#endif
+  const std::string op_version = std::to_string(kDynamicLearnersVersion);
+  return std::string("{\"library\": \"acmtool_ops\", \"acmtool\": \"") + ACMTOOL_VERSION +
+         "\", \"ort_api\": " + std::to_string(ORT_API_VERSION) + ", \"onnxruntime_min\": \"1." +
+         std::to_string(ORT_API_VERSION) + "\", \"domain\": \"" + kDomain +
+         "\", \"ops\": {\"DynamicLearners\": [" + op_version + ", " + op_version + "]}, \"cpu_isas\": " + isas +
+         ", \"cpu_isa\": \"" + cpu::BestSgemm().isa + "\", \"cuda\": " + cuda + "}";
+}
 
 OrtCustomOpDomain* CreateDomain() {
   static DynamicLearnersOp dynamic_learners_cpu(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT);
@@ -41,6 +69,11 @@ OrtCustomOpDomain* CreateDomain() {
 
 }  // namespace
 }  // namespace acmtool
+
+extern "C" ACMTOOL_OPS_EXPORT const char* AcmtoolOpsInfo(void) {
+  static const std::string info = acmtool::InfoJson();  // built once, thread-safe
+  return info.c_str();
+}
 
 extern "C" ACMTOOL_OPS_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
                                                                          const OrtApiBase* api_base) {

@@ -21,8 +21,18 @@ from acmtool.errors import AcmCheckFailed
               help="An ACM whose expected cost (mean k / N on the conversion's held-out data, plus its gate's share) "
                    "reaches this exports as its dense block, which it cannot beat.")
 @click.option("--keep-acms", is_flag=True, help="Export every ACM as an ACM, whatever it is expected to cost.")
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
-def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force):
+@click.option("--force", is_flag=True, help="Replace an existing output file (and Triton model folder).")
+@click.option("--triton-repo", type=click.Path(file_okay=False), default=None,
+              help="Also add the model to this Triton Inference Server model repository: NAME/1/model.onnx, "
+                   "NAME/config.pbtxt (dynamic batching, model_operations) and the custom-op library beside it.")
+@click.option("--triton-name", default=None, help="The model's name in the repository (default: the file's name).")
+@click.option("--triton-max-batch", type=click.IntRange(min=0), default=8, show_default=True,
+              help="max_batch_size of config.pbtxt (0: no batching).")
+@click.option("--triton-mount", default="/models", show_default=True,
+              help="Where the server sees the repository (its --model-repository): the library's path in "
+                   "config.pbtxt is taken from it.")
+def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force, triton_repo, triton_name, triton_max_batch,
+               triton_mount):
     """Export CHECKPOINT to ONNX, batch and sequence axes dynamic. A static checkpoint (convert
     --static) exports as the narrower dense model it is, in either format: plain ONNX, no gate, no
     custom op. ACMs that spend (nearly) all their learners export as dense blocks (see
@@ -37,6 +47,15 @@ def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force):
     line = dense_fallback_line(path)
     if line:
         click.echo(line)
+    if triton_repo:
+        from acmtool.export.triton import write_triton_repo
+        done = write_triton_repo(path, triton_repo, triton_name, triton_max_batch, triton_mount, force=force)
+        check = ("checked against Triton's model-config schema" if done["validated"] else
+                 "not checked against Triton's schema (pip install tritonclient to check it)")
+        click.echo(f"wrote the Triton model {done['folder']} ({check})")
+        if done["library"]:
+            click.echo(f"  config.pbtxt loads the library from {done['library']}: start the server with "
+                       f"--model-repository={triton_mount}")
 
 
 @cli.command("verify")
@@ -75,7 +94,13 @@ def verify_cmd(onnx_model, checkpoint, data, batches, batch_size, tolerance, pro
 
 
 @cli.command("library-path")
-def library_path_cmd():
+@click.option("--info", is_flag=True, help="Also print what the library holds: the acmtool version that built it, "
+                                           "the ONNX Runtime it needs, its op versions, CPU kernels and CUDA.")
+def library_path_cmd(info):
     """Print the path of the custom-op library (for SessionOptions.register_custom_ops_library)."""
-    from acmtool.runtime import library_path
-    click.echo(library_path())
+    from acmtool.runtime import library_info, library_path
+    if not info:
+        click.echo(library_path())
+        return
+    from acmtool.cli.library_info import describe
+    click.echo(describe(library_info()))

@@ -146,7 +146,9 @@ def _metadata(model: nn.Module, fmt: str, static: dict, dense: dict) -> dict:
             a["dense_fallback"] = {"expected_cost": round(float(dense[name]), 4)}
         acms.append(a)
     static_model = bool(static) and not dense  # a --static checkpoint: no ACM keeps a gate
-    return {"acmtool.format": fmt, "acmtool.static": json.dumps(static_model), "acmtool.acms": json.dumps(acms)}
+    from acmtool._version import __version__
+    return {"acmtool.format": fmt, "acmtool.static": json.dumps(static_model), "acmtool.acms": json.dumps(acms),
+            "acmtool.version": __version__}
 
 
 def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", force: bool = False,

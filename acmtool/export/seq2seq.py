@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from acmtool.errors import AcmInputError
+from acmtool.io.atomic import replace_folder
 from acmtool.layers.acm import acm_modules
 
 SUFFIX = ".acm.whisper"
@@ -141,7 +141,7 @@ def export_whisper(model: nn.Module, folder, source: dict, fmt: str = "custom-op
         if (origin / "preprocessor_config.json").is_file():  # the front end, where the folder has its own
             shutil.copy2(origin / "preprocessor_config.json", tmp / "preprocessor_config.json")
         tmp.chmod(0o755)
-        _replace(tmp, folder)
+        replace_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
@@ -153,17 +153,6 @@ def refuse_folder(folder: Path, force: bool) -> None:
                             f"(NAME{SUFFIX}) that does not exist")
     if folder.exists() and not force:
         raise AcmInputError(f"{folder} already exists: pass --force to replace it, or choose another output name")
-
-
-def _replace(new: Path, folder: Path) -> None:
-    """new -> folder; an old folder moves aside first and goes only once the new one is in place."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-        os.rename(folder, old / folder.name)
-    os.rename(new, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_settings(folder) -> dict:

@@ -86,3 +86,15 @@ def atomic_files(path):
         _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """new -> folder (both on one filesystem); an old folder moves aside first and goes only once the
+    new one is in place, so a crash leaves the old folder or the new one, whole."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+        os.rename(folder, old / folder.name)
+    os.rename(new, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

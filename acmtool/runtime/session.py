@@ -1,10 +1,20 @@
-"""ONNX Runtime sessions with the acmtool custom-op library registered."""
+"""ONNX Runtime sessions with the acmtool custom-op library registered.
+
+Needs onnxruntime (and numpy) only: no torch, no onnx. `session(path)` builds the session;
+`session_options()` gives SessionOptions with the library registered, for code that builds its own
+sessions (Optimum's `ORTModel.from_pretrained(..., session_options=...)`, a serving stack).
+"""
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence
 
 from acmtool.errors import AcmInputError
-from acmtool.runtime.library import library_path
+from acmtool.runtime.library import (check_onnxruntime, check_op_versions, library_info, library_path,
+                                     stale_library_warning)
+from acmtool.runtime.model_header import read_header
+
+_warned = set()
 
 
 def import_onnxruntime():
@@ -18,15 +28,27 @@ def import_onnxruntime():
 
 def needs_library(path) -> bool:
     """Does the model use ai.acmtool ops? (a standard-format model does not need the library)"""
-    return _needs(path)[0]
+    return "ai.acmtool" in read_header(path).opsets
 
 
-def _needs(path) -> tuple[bool, bool]:
-    """(uses ai.acmtool ops, has acmtool's budget input), from one read of the graph."""
-    import onnx
-    model = onnx.load(str(path), load_external_data=False)
-    return (any(o.domain == "ai.acmtool" for o in model.opset_import),
-            any(p.key == "acmtool.budget" for p in model.metadata_props))
+def session_options(options=None, model=None):
+    """`options` (a new onnxruntime.SessionOptions when None) with the acmtool custom-op library
+    registered, after checking that this onnxruntime can load it and, when `model` (an ONNX path) is
+    given, that the library implements the op version the model uses."""
+    ort = import_onnxruntime()
+    opts = options if options is not None else ort.SessionOptions()
+    info = library_info()
+    check_onnxruntime(info, ort.__version__)
+    if model is not None:
+        header = read_header(model)
+        check_op_versions(info, {**header.opsets, "acmtool.version": header.metadata.get("acmtool.version", "?")},
+                          model)
+    warning = stale_library_warning(info)
+    if warning and warning not in _warned:
+        _warned.add(warning)
+        print(f"acmtool: warning: {warning}", file=sys.stderr)
+    opts.register_custom_ops_library(info["path"])
+    return opts
 
 
 def session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
@@ -34,13 +56,13 @@ def session(path, providers: Optional[Sequence[str]] = None, threads: Optional[i
     """An InferenceSession for `path`, with the custom-op library registered when the model needs it.
     Refuses to run silently on another provider than the first one requested."""
     ort = import_onnxruntime()
+    header = read_header(path)
     opts = options or ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = threads
-    library, knob = _needs(path)
-    if library:
-        opts.register_custom_ops_library(library_path())
-    if knob and options is None:
+    if "ai.acmtool" in header.opsets:
+        session_options(opts, model=path)
+    if "acmtool.budget" in header.metadata and options is None:
         # the budget input is an initializer that may be fed, by design; ONNX Runtime warns about
         # that at every session: errors only, unless the caller brought its own options
         opts.log_severity_level = 3
