@@ -77,6 +77,13 @@ TASKS = {
 }
 
 
+def with_learners(task: Task, learners: int) -> Task:
+    """The task with N learners per ACM (its static model then runs the whole number of them that the
+    budget gives): checkpoints and results named TASK-lN, apart from the default's."""
+    from dataclasses import replace
+    return replace(task, name=f"{task.name}-l{learners}", options={**task.options, "num_learners": learners})
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 def converted(task: Task, work: Path, method: str, budget: float, convert: bool, log=print) -> Optional[Path]:
     """The task's checkpoint at the budget: cached in work, made (or resumed) only when convert."""
@@ -387,8 +394,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--readme", action="store_true", help="also rewrite the README's latency-pareto table")
+    p.add_argument("--learners", type=int, default=None,
+                   help="N learners per ACM instead of the task's (rows named TASK-lN)")
     a = p.parse_args(argv)
-    rows = run([TASKS[t] for t in a.tasks], a.budgets, a.batches, a.work, a.convert, a.rounds, a.threads)
+    tasks = [TASKS[t] if a.learners is None else with_learners(TASKS[t], a.learners) for t in a.tasks]
+    rows = run(tasks, a.budgets, a.batches, a.work, a.convert, a.rounds, a.threads)
     if not rows:
         print(f"no checkpoints in {a.work}: run with --convert")
         return rows

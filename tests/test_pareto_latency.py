@@ -93,3 +93,16 @@ def test_table_and_plot(done, tmp_path):
     assert "ACM - static (s.e.)" in text and "static" in text and "dense" in text
     png = pl.plot(done["rows"], tmp_path / "p.png")
     assert png.stat().st_size > 1000
+
+
+def test_more_learners_name_their_own_checkpoints_and_size_the_static_model(tmp_path, monkeypatch):
+    """--learners 8: the ACM gets 8 learners, static at 0.25 runs k = 2 of 8, under TASK-l8 names."""
+    import acmtool.train.pipeline as pipeline
+    seen = []
+    monkeypatch.setattr(pipeline, "convert", lambda opts: seen.append(opts))
+    task = pl.with_learners(pl.Task("tiny", lambda: TINY, "x.npz", "val", {"model_args": TINY_ARGS}), 8)
+    assert task.name == "tiny-l8" and task.options == {"model_args": TINY_ARGS, "num_learners": 8}
+    for method in ("acm", "static"):
+        path = pl.converted(task, tmp_path, method, 0.25, convert=True, log=lambda *_: None)
+        assert path.name == f"tiny-l8-{method}-b0.25.acm.safetensors"
+    assert [(o.num_learners, o.static) for o in seen] == [(8, False), (8, True)]
