@@ -145,13 +145,59 @@ def test_verify_checks_both_graphs_and_the_transcripts(speech_run, fmt):
     folder = root / f"w-{fmt}.acm.whisper"
     result = CliRunner().invoke(cli, ["export", str(out), "--format", fmt, "-o", str(folder)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "encoder.onnx", "tokenizer.json",
-                                                       "transcribe.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["decoder_init.onnx", "decoder_with_past.onnx", "encoder.onnx",
+                                                       "tokenizer.json", "transcribe.json"]
     result = CliRunner().invoke(cli, ["verify", str(folder), str(out), "--data", str(table), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[: result.output.rindex("}") + 1])
     assert report["passed"] and report["transcripts_same"] == 1.0 and report["utterances"] >= 1
-    assert report["encoder"]["max_abs_diff"] <= 1e-4 and report["decoder"]["max_abs_diff"] <= 1e-4
+    assert report["graphs"] == ["encoder", "decoder_init", "decoder_with_past"]
+    assert all(report[g]["max_abs_diff"] <= 1e-4 for g in report["graphs"])
+
+
+@pytest.mark.parametrize("fmt", ["custom-op", "standard"])
+def test_cached_decoding_gives_pytorchs_ids_at_every_budget(speech_run, fmt):
+    """The key/value cache graphs with the decoder's gates kept (--keep-acms; by default this model's
+    decoder ACMs export dense): the same ids as PyTorch's greedy loop and as the whole-sequence
+    decoding, at several run-time budgets, batch 1 and a batch whose rows end at different steps."""
+    import json
+    from acmtool.export.dense_fallback import densified, exported_dense_blocks
+    from acmtool.io.checkpoint import load
+    from acmtool.layers.control import at_budget
+    from acmtool.runtime.transcribe import Transcriber
+    from acmtool.train.greedy_decode import greedy_decode, suppression_of
+    root, table, out, _ = speech_run
+    folder = root / f"w-keep-{fmt}.acm.whisper"
+    result = CliRunner().invoke(cli, ["export", str(out), "--format", fmt, "--keep-acms", "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["verify", str(folder), str(out), "--data", str(table), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[: result.output.rindex("}") + 1])
+    for graph in ("decoder_init", "decoder_with_past"):  # gated, at each budget verify checks
+        r = report[graph]
+        assert r["passed"] and r["max_abs_diff"] <= 1e-4 and r["k_found"] == r["acms"] == 2 and len(r["budgets"]) == 4
+    model = load(out).eval()
+    cached, whole = Transcriber(folder, threads=1), Transcriber(folder, threads=1, cache=False)
+    s = cached.settings
+    features = cached.features(_audio(table))
+    dense = list(exported_dense_blocks(folder))
+
+    def reference(budget, end):
+        with at_budget(model, budget), densified(model, dense):
+            return greedy_decode(model, torch.from_numpy(features), s["prompt"], end,
+                                 s["max_length"] - len(s["prompt"]), *suppression_of(model))
+    for budget in (0.25, 1.0, None):
+        ids = cached.decode_ids(features, budget)
+        assert ids == whole.decode_ids(features, budget) == reference(budget, s["end_id"]), budget
+        assert [cached.decode_ids(features[i: i + 1], budget)[0] for i in (0, 5)] == [ids[0], ids[5]]
+    # this model never emits its end id within max_length: a token that rows reach at different
+    # steps, made the end id, ends them at different times (ended rows are fed the end id)
+    end = next(t for t in sorted({t for r in ids for t in r}) if len({r.index(t) for r in ids if t in r}) >= 2)
+    for t in (cached, whole):
+        t.settings = {**s, "end_id": end}
+    ended = cached.decode_ids(features)
+    assert len({len(r) for r in ended}) >= 2
+    assert ended == whole.decode_ids(features) == reference(None, end)
 
 
 def test_export_and_transcribe_refuse_what_they_cannot_do(speech_run, tmp_path):
@@ -181,6 +227,13 @@ def test_inspect_shows_each_graph_of_a_whisper_folder(speech_run):
     result = CliRunner().invoke(cli, ["inspect", str(root / "w.acm.whisper"), "--json"])
     assert result.exit_code == 0, result.output
     graphs = json.loads(result.output)
-    assert sorted(graphs) == ["decoder.onnx", "encoder.onnx"]
+    assert sorted(graphs) == ["decoder_init.onnx", "decoder_with_past.onnx", "encoder.onnx"]
+    assert graphs["decoder_with_past.onnx"]["inputs"][:3] == ["decoder_input_ids", "position_ids",
+                                                             "past_key_values.0.decoder.key"]
+    assert graphs["decoder_with_past.onnx"]["outputs"] == ["logits"] + [
+        f"present.{i}.decoder.{kv}" for i in range(2) for kv in ("key", "value")]
+    result = CliRunner().invoke(cli, ["inspect", str(root / "w.acm.whisper")])
+    assert result.exit_code == 0, result.output
+    assert "decoder_with_past.onnx:\n" in result.output and "past_key_values.{0..1}.encoder.value" in result.output
     result = CliRunner().invoke(cli, ["inspect", str(root)])
     assert result.exit_code == 2 and "not an exported Whisper folder" in result.output

@@ -3,6 +3,7 @@ metadata that export writes, and the DynamicLearners nodes themselves), without 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from acmtool.cli.format import flops, table
@@ -40,7 +41,24 @@ def onnx_summary(path) -> dict:
             "static": meta.get("acmtool.static") == "true", "acms": acms, "dynamic_learners_nodes": ops,
             "gates": sum(n.op_type == "ArgMax" for n in model.graph.node), "parameters": params,
             "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
-            "inputs": [i.name for i in model.graph.input if i.name not in dims]}
+            "inputs": [i.name for i in model.graph.input if i.name not in dims],
+            "outputs": [o.name for o in model.graph.output]}
+
+
+def compact_names(names: list) -> str:
+    """Names that differ in one index (a cache graph's past_key_values.0.decoder.key ...
+    past_key_values.31.decoder.key) as one: past_key_values.{0..31}.decoder.key."""
+    groups: dict = {}
+    for n in names:
+        m = re.fullmatch(r"(.+?\.)(\d+)(\..+)", n)
+        groups.setdefault((m[1], m[3]) if m else (n, None), []).append(int(m[2]) if m else None)
+    out = []
+    for (head, tail), idx in groups.items():
+        if tail is None:
+            out.append(head)
+        else:
+            out.append(f"{head}{{{min(idx)}..{max(idx)}}}{tail}" if len(idx) > 1 else f"{head}{idx[0]}{tail}")
+    return ", ".join(out)
 
 
 def _numel(shape: list) -> int:
@@ -63,7 +81,9 @@ def render_onnx(s: dict) -> str:
     else:
         kind = f"no acmtool metadata; {len(s['dynamic_learners_nodes'])} DynamicLearners nodes"
     lines = [f"{s['file']}: {kind}",
-             f"inputs {', '.join(s['inputs'])}; opsets {s['opsets']}; {flops(s['parameters'])} parameters"]
+             f"inputs {compact_names(s['inputs'])}; opsets {s['opsets']}; {flops(s['parameters'])} parameters"]
+    if len(s.get("outputs") or []) > 1:  # a Whisper cache graph: the logits and the keys and values
+        lines.append(f"outputs {compact_names(s['outputs'])}")
     if s["acms"]:
         rows = []
         for a in s["acms"]:

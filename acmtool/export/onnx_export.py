@@ -28,21 +28,23 @@ EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
 class MainOutput(nn.Module):
-    """The model with one tensor out: logits, or the last hidden states of a model without a head.
-    `names` turns positional inputs into the keyword arguments Hugging Face models take (export
-    with keyword-only inputs trips torch.export's guard code)."""
+    """The model with one tensor out: logits, or the last hidden states of a model without a head
+    (all_outputs: the tuple of tensors the model returns, as it is). `names` turns positional inputs
+    into the keyword arguments Hugging Face models take (export with keyword-only inputs trips
+    torch.export's guard code)."""
 
-    def __init__(self, model: nn.Module, names: Optional[list] = None):
+    def __init__(self, model: nn.Module, names: Optional[list] = None, all_outputs: bool = False):
         super().__init__()
         self.model = model
         self.names = names
+        self.all_outputs = all_outputs
 
     def forward(self, *args, **kwargs):
         if self.names:
             kwargs = {**dict(zip(self.names, args)), **kwargs}
             args = ()
         out = self.model(*args, **kwargs)
-        if isinstance(out, torch.Tensor):
+        if isinstance(out, torch.Tensor) or self.all_outputs:
             return out
         for name in ("logits", "last_hidden_state"):
             value = getattr(out, name, None)
@@ -152,9 +154,14 @@ def _metadata(model: nn.Module, fmt: str, static: dict, dense: dict) -> dict:
 
 
 def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", force: bool = False,
-                dense: Optional[dict] = None) -> Path:
+                dense: Optional[dict] = None, axes: Optional[dict] = None,
+                output_names: Optional[list] = None) -> Path:
     """Write `path` (and, for a model over EXTERNAL_DATA_BYTES, `path`.data beside it) atomically;
     returns it. Refuses to replace an existing file unless force. The graph passes onnx.checker.
+
+    The graph's outputs: the model's main output ("output"), or, with `output_names`, the tensors of
+    a model that returns a tuple of them (in that order). Dynamic axes: the batch and a 2-D input's
+    second axis (dynamic_shapes_for), or `axes` ({input name: {axis: torch.export.Dim}}).
 
     ACMs that run a fixed k (a static checkpoint) export as the dense MLPs they are, with their first
     k learners' weights: plain ONNX in both formats, no gate, no custom op. `dense` ({ACM name:
@@ -170,9 +177,10 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
     dense = dict(dense or {})
     static = static_acms(model)
     names = list(example_inputs) if isinstance(example_inputs, dict) else None
-    wrapped = MainOutput(model, names).eval()
+    wrapped = MainOutput(model, names, all_outputs=output_names is not None).eval()
     args = tuple(example_inputs.values()) if names else (example_inputs,)
-    input_names, shapes = names or ["input"], dynamic_shapes_for(example_inputs)
+    input_names = names or ["input"]
+    shapes = {"args": tuple(axes.get(n) for n in input_names)} if axes else dynamic_shapes_for(example_inputs)
     table = budget_knob_of(model, static, dense)
     traced = wrapped
     if table is not None:  # the run-time budget: one more input, a scalar
@@ -190,7 +198,11 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
                 dynamic_shapes=shapes, optimize=True, verbose=False)
     finally:
         restore_knob(acms, saved)
-    program.model.graph.outputs[0].name = "output"
+    outputs = program.model.graph.outputs
+    if output_names is not None and len(output_names) != len(outputs):
+        raise RuntimeError(f"{path.name}: the traced graph has {len(outputs)} outputs, not {len(output_names)}")
+    for value, name in zip(outputs, output_names or ["output"]):
+        value.name = name  # onnx_ir: every node that reads the value reads it under the new name
     meta = _metadata(model, fmt, static, dense)
     if table is not None:
         _default_budget(program.model, float(model.acmtool_info["budget"]))

@@ -1,17 +1,23 @@
-"""Whisper checkpoints to ONNX: an encoder graph and a decoder graph in one folder, with what greedy
-decoding needs beside them, so that ONNX Runtime transcribes audio as the PyTorch model does.
+"""Whisper checkpoints to ONNX: an encoder graph and the decoder's graphs with a key/value cache in
+one folder, with what greedy decoding needs beside them, so that ONNX Runtime transcribes audio as
+the PyTorch model does.
 
     NAME.acm.whisper/
         encoder.onnx    input_features [batch, n_mels, frames] -> output: hidden states [batch, frames / 2, d]
-        decoder.onnx    decoder_input_ids [batch, tokens], encoder_hidden_states -> output: logits [batch, tokens, vocab]
+        decoder_init.onnx       the prompt decoder_input_ids [batch, tokens], encoder_hidden_states ->
+                                logits [batch, tokens, vocab] and every layer's self- and cross-attention
+                                keys and values (acmtool.export.whisper_cache_onnx)
+        decoder_with_past.onnx  one new token, its position and those keys and values -> its logits and
+                                the self-attention keys and values with its own appended
         transcribe.json the prompt, end, suppressed ids, mel bins and sampling rate (TRANSCRIBE_KEYS)
         tokenizer.json  the model folder's (ids -> text)
         preprocessor_config.json  the model folder's front end, where it has one
 
-Both graphs go through export_onnx, so they carry the custom op (or the standard ops), the budget
-input and the dense fallback as a single-graph export does. The decoder takes the whole sequence
-at every step (no key/value cache inputs yet): right for short transcripts, quadratic in their
-length; a decoder-with-past graph is the next step."""
+Every graph goes through export_onnx, so they carry the custom op (or the standard ops), the budget
+input and the dense fallback as a single-graph export does. Folders exported before the cache
+graphs hold decoder.onnx instead (decoder_input_ids [batch, tokens], encoder_hidden_states ->
+output: logits [batch, tokens, vocab], the whole sequence at every step): they still transcribe
+and verify (DecoderPart)."""
 from __future__ import annotations
 
 import contextlib
@@ -119,6 +125,7 @@ def export_whisper(model: nn.Module, folder, source: dict, fmt: str = "custom-op
     """Write `folder` (NAME.acm.whisper) whole or not at all: built in a private folder beside it and
     renamed into place; an existing one is refused unless force."""
     from acmtool.export.onnx_export import export_onnx
+    from acmtool.export.whisper_cache_onnx import export_cached
     folder = Path(folder)
     refuse_folder(folder, force)
     if not is_whisper(model):
@@ -131,10 +138,11 @@ def export_whisper(model: nn.Module, folder, source: dict, fmt: str = "custom-op
     try:
         with eager_attention(model):
             enc_in, dec_in = example_parts(model)
-            for part, name, inputs in ((EncoderPart(model), "encoder.onnx", enc_in),
-                                       (DecoderPart(model), "decoder.onnx", dec_in)):
-                names = {n for n, _ in acm_modules(part)}
-                export_onnx(part, tmp / name, inputs, fmt, dense={n: c for n, c in (dense or {}).items() if n in names})
+            part = EncoderPart(model)
+            names = {n for n, _ in acm_modules(part)}
+            export_onnx(part, tmp / "encoder.onnx", enc_in, fmt,
+                        dense={n: c for n, c in (dense or {}).items() if n in names})
+            export_cached(model, tmp, dec_in, fmt, dense)
         (tmp / TRANSCRIBE_JSON).write_text(json.dumps(settings, indent=2) + "\n")
         origin = Path(source.get("path", ""))
         shutil.copy2(origin / "tokenizer.json", tmp / "tokenizer.json")  # transcribe_settings checked it
@@ -171,25 +179,52 @@ def read_settings(folder) -> dict:
     return settings
 
 
+def decoder_graphs(folder) -> list[str]:
+    """The decoder graphs a folder decodes with: the cache graphs, or an older folder's decoder.onnx."""
+    from acmtool.export.whisper_cache import INIT_ONNX, STEP_ONNX
+    folder = Path(folder)
+    cached = [n for n in (INIT_ONNX, STEP_ONNX) if (folder / n).is_file()]
+    if len(cached) == 2:
+        return cached
+    if cached:
+        missing = STEP_ONNX if cached == [INIT_ONNX] else INIT_ONNX
+        raise AcmInputError(f"{folder}: {cached[0]} without {missing}; export the folder again "
+                            f"(acmtool export CHECKPOINT --force)")
+    if (folder / "decoder.onnx").is_file():
+        return ["decoder.onnx"]
+    raise AcmInputError(f"{folder}: no decoder graph ({INIT_ONNX} and {STEP_ONNX}, or decoder.onnx); export the "
+                        f"folder again (acmtool export CHECKPOINT --force)")
+
+
 def verify_whisper(folder, model: nn.Module, batches: list, tolerance: float = 1e-4, providers=None) -> dict:
-    """`acmtool verify` for an exported folder: each graph against its PyTorch part (the encoder on
-    the batches' features; the decoder on their decoder tokens and the PyTorch encoder's states),
-    at the budgets verify checks, then each utterance's greedy transcript in ONNX Runtime against
-    PyTorch's (same ids: `transcripts_same`, a fraction of utterances)."""
+    """`acmtool verify` for an exported folder: each graph against its PyTorch part, at the budgets
+    verify checks (the encoder on the batches' features; the decoder graphs on their decoder tokens
+    and the PyTorch encoder's states: decoder_init on the whole sequences, decoder_with_past on each
+    of their tokens after the first with the keys and values of those before, an older folder's
+    decoder.onnx on the whole sequences), then each utterance's greedy transcript in ONNX Runtime
+    against PyTorch's (same ids: `transcripts_same`, a fraction of utterances). The report holds
+    each graph's report under its file's stem, and `graphs`, those stems."""
     from acmtool.export.dense_fallback import densified, exported_dense_blocks
     from acmtool.export.verify import verify
+    from acmtool.export.whisper_cache_onnx import verify_cached
     from acmtool.runtime.transcribe import Transcriber
     from acmtool.train.greedy_decode import greedy_decode, suppression_of
     folder = Path(folder)
     read_settings(folder)
+    graphs = decoder_graphs(folder)
     model = model.eval()
-    encoder, decoder = EncoderPart(model).eval(), DecoderPart(model).eval()
+    encoder = EncoderPart(model).eval()
     features = [b["input_features"] for b in batches]
     with torch.no_grad():
         dec_batches = [{"decoder_input_ids": _decoder_ids(b, model), "encoder_hidden_states": encoder(f)}
                        for b, f in zip(batches, features)]
-    enc = verify(folder / "encoder.onnx", encoder, [{"input_features": f} for f in features], tolerance, providers)
-    dec = verify(folder / "decoder.onnx", decoder, dec_batches, tolerance, providers)
+    reports = {"encoder.onnx": verify(folder / "encoder.onnx", encoder, [{"input_features": f} for f in features],
+                                      tolerance, providers)}
+    if graphs == ["decoder.onnx"]:
+        reports["decoder.onnx"] = verify(folder / "decoder.onnx", DecoderPart(model).eval(), dec_batches, tolerance,
+                                         providers)
+    else:
+        reports.update(verify_cached(folder, model, dec_batches, tolerance, providers))
     ort = Transcriber(folder, providers)
     s = ort.settings
     same = total = 0
@@ -201,9 +236,10 @@ def verify_whisper(folder, model: nn.Module, batches: list, tolerance: float = 1
             same += sum(a == b for a, b in zip(mine, ref))
             total += len(ref)
     share = same / total if total else None
-    return {"encoder": enc, "decoder": dec, "transcripts_same": share, "utterances": total,
-            "passed": enc["passed"] and dec["passed"] and share == 1.0, "max_abs_diff":
-            max(enc["max_abs_diff"], dec["max_abs_diff"]), "tolerance": tolerance}
+    stems = [n[: -len(".onnx")] for n in reports]
+    return {**dict(zip(stems, reports.values())), "graphs": stems, "transcripts_same": share, "utterances": total,
+            "passed": all(r["passed"] for r in reports.values()) and share == 1.0,
+            "max_abs_diff": max(r["max_abs_diff"] for r in reports.values()), "tolerance": tolerance}
 
 
 def _decoder_ids(batch: dict, model: nn.Module) -> torch.Tensor:
@@ -221,5 +257,6 @@ def verify_whisper_line(report: dict) -> str:
     from acmtool.export.verify import verify_line
     share = report["transcripts_same"]
     same = "n/a" if share is None else f"{100 * share:.1f} %"
-    return (f"encoder: {verify_line(report['encoder'])}\ndecoder: {verify_line(report['decoder'])}\n"
-            f"greedy transcripts identical to PyTorch's: {same} of {report['utterances']} utterances")
+    stems = report.get("graphs") or ["encoder", "decoder"]
+    return "".join(f"{stem}: {verify_line(report[stem])}\n" for stem in stems) + \
+        f"greedy transcripts identical to PyTorch's: {same} of {report['utterances']} utterances"

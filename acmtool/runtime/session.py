@@ -10,8 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from acmtool.errors import AcmInputError
-from acmtool.runtime.library import (check_onnxruntime, check_op_versions, library_info, library_path,
-                                     stale_library_warning)
+from acmtool.runtime.library import check_onnxruntime, check_op_versions, library_info, stale_library_warning
 from acmtool.runtime.model_header import read_header
 
 _warned = set()

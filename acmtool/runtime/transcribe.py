@@ -1,6 +1,9 @@
 """Speech to text in ONNX Runtime from an exported Whisper folder (acmtool.export.seq2seq): the
-encoder once per batch, then greedy decoding with the decoder graph, the same loop as PyTorch's
-(acmtool.train.greedy_decode): a fixed prompt, argmax, the model's suppressed tokens."""
+encoder once per batch, then greedy decoding, the same loop as PyTorch's
+(acmtool.train.greedy_decode): a fixed prompt, argmax, the model's suppressed tokens. The decoder
+runs with its key/value cache (decoder_init.onnx for the prompt, then decoder_with_past.onnx one
+token a step) where the folder has those graphs; a folder exported before them runs decoder.onnx
+on the whole sequence at every step."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from acmtool.errors import AcmInputError
-from acmtool.export.seq2seq import read_settings
+from acmtool.export.seq2seq import decoder_graphs, read_settings
 from acmtool.runtime.session import session
 from acmtool.train.greedy_decode import take_step
 
@@ -21,17 +24,27 @@ def _has_budget(sess) -> bool:
 
 class Transcriber:
     """`Transcriber(folder)(["a.wav", ...])` -> the texts. budget: the ACMs' run-time budget (the
-    graphs' `budget` input; None: the trained one)."""
+    graphs' `budget` input; None: the trained one). cache: decode with the key/value cache graphs
+    (None: where the folder has them; False: the whole sequence at every step, with decoder.onnx or,
+    in a folder of cache graphs, decoder_init.onnx, whose logits cover every position)."""
 
-    def __init__(self, folder, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+    def __init__(self, folder, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
+                 cache: Optional[bool] = None):
         from tokenizers import Tokenizer
         self.folder = Path(folder)
         self.settings = read_settings(self.folder)
-        for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json"):
+        for name in ("encoder.onnx", "tokenizer.json"):
             if not (self.folder / name).is_file():
                 raise AcmInputError(f"{self.folder}: no {name}; export the folder again (acmtool export CHECKPOINT)")
+        graphs = decoder_graphs(self.folder)
+        if cache and len(graphs) == 1:
+            raise AcmInputError(f"{self.folder} has no key/value cache graphs (exported before them); export it "
+                                f"again (acmtool export CHECKPOINT --force), or decode without the cache")
         self.encoder = session(self.folder / "encoder.onnx", providers, threads)
-        self.decoder = session(self.folder / "decoder.onnx", providers, threads)
+        # the graph that takes the whole sequence; with the cache, it runs the prompt
+        self.decoder = session(self.folder / graphs[0], providers, threads)
+        cached = len(graphs) == 2 and cache is not False  # None: where the folder has them
+        self.step = session(self.folder / graphs[1], providers, threads) if cached else None
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.extractor = self._extractor()
 
@@ -61,8 +74,11 @@ class Transcriber:
             feeds = {**feeds, "budget": np.array(budget, dtype=np.float32)}
         return feeds
 
+    def _sessions(self) -> list:
+        return [g for g in (self.encoder, self.decoder, self.step) if g is not None]
+
     def check_budget(self, budget: Optional[float]) -> None:
-        if budget is not None and not (_has_budget(self.encoder) or _has_budget(self.decoder)):
+        if budget is not None and not any(_has_budget(g) for g in self._sessions()):
             raise AcmInputError(f"{self.folder}: this model has no budget input (a static model, or every ACM "
                                 f"exported dense); leave --budget out")
 
@@ -70,7 +86,7 @@ class Transcriber:
         """The lowest and highest budget the graphs' budget tables hold (their ONNX metadata)."""
         import json
         self.check_budget(1.0)
-        sess = self.encoder if _has_budget(self.encoder) else self.decoder
+        sess = next(g for g in self._sessions() if _has_budget(g))
         low, high = json.loads(sess.get_modelmeta().custom_metadata_map["acmtool.budget"])["range"]
         return float(low), float(high)
 
@@ -81,10 +97,10 @@ class Transcriber:
         hidden = self.encoder.run(None, self._feeds(self.encoder, {"input_features": features}, budget))[0]
         batch, prompt, end = features.shape[0], list(s["prompt"]), int(s["end_id"])
         tokens = np.array([prompt] * batch, dtype=np.int64)
+        logits_of = (_Cached if self.step is not None else _Whole)(self, hidden, budget)
         done, out = [False] * batch, [[] for _ in range(batch)]
         for step in range(int(s["max_length"]) - len(prompt)):
-            feeds = {"decoder_input_ids": tokens, "encoder_hidden_states": hidden}
-            logits = self.decoder.run(None, self._feeds(self.decoder, feeds, budget))[0][:, -1, :].astype(np.float32)
+            logits = logits_of(tokens)
             banned = s["suppress_at_begin"] if step == 0 else s["suppress"]
             if step == 0:
                 banned = sorted(set(banned) | set(s["suppress"]))
@@ -107,3 +123,41 @@ class Transcriber:
             chunk = list(paths[i: i + batch_size])
             texts += [self.text(ids) for ids in self.decode_ids(self.features(chunk), budget)]
         return texts
+
+
+class _Whole:
+    """The last position's logits [batch, vocab] of the whole sequence, run again at every step."""
+
+    def __init__(self, t: Transcriber, hidden: np.ndarray, budget: Optional[float]):
+        self.t, self.hidden, self.budget = t, hidden, budget
+        self.logits = t.decoder.get_outputs()[0].name  # the other outputs (a cache graph's keys) are not read
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        feeds = self.t._feeds(self.t.decoder, {"decoder_input_ids": tokens, "encoder_hidden_states": self.hidden},
+                              self.budget)
+        return self.t.decoder.run([self.logits], feeds)[0][:, -1, :].astype(np.float32)
+
+
+class _Cached:
+    """The same logits with the key/value cache: the prompt through decoder_init.onnx, then each
+    new token (the sequence's last) through decoder_with_past.onnx with the keys and values so far."""
+
+    def __init__(self, t: Transcriber, hidden: np.ndarray, budget: Optional[float]):
+        self.t, self.hidden, self.budget = t, hidden, budget
+        self.past: dict = {}  # past_key_values.* -> the latest present.*
+
+    def _keep(self, sess, outputs: list) -> np.ndarray:
+        names = [o.name for o in sess.get_outputs()]
+        self.past.update({n.replace("present.", "past_key_values.", 1): v for n, v in zip(names, outputs)
+                          if n.startswith("present.")})
+        return outputs[0][:, -1, :].astype(np.float32)
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        t = self.t
+        if not self.past:
+            feeds = {"decoder_input_ids": tokens, "encoder_hidden_states": self.hidden}
+            return self._keep(t.decoder, t.decoder.run(None, t._feeds(t.decoder, feeds, self.budget)))
+        position = tokens.shape[1] - 1
+        feeds = {"decoder_input_ids": tokens[:, -1:], "position_ids": np.full((tokens.shape[0], 1), position, np.int64),
+                 **self.past}
+        return self._keep(t.step, t.step.run(None, t._feeds(t.step, feeds, self.budget)))
