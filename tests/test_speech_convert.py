@@ -237,3 +237,27 @@ def test_inspect_shows_each_graph_of_a_whisper_folder(speech_run):
     assert "decoder_with_past.onnx:\n" in result.output and "past_key_values.{0..1}.encoder.value" in result.output
     result = CliRunner().invoke(cli, ["inspect", str(root)])
     assert result.exit_code == 2 and "not an exported Whisper folder" in result.output
+
+
+def test_attention_projections_are_captured_in_the_students_order(tmp_path):
+    """Whisper's attention registers k, v, q; the adapters list q, k, v: `--targets mlp+attn` must
+    pair every ACM with its own teacher projection, in the student's order."""
+    import copy
+    from acmtool.config import AcmConfig
+    from acmtool.convert.acmize import acmize_
+    from acmtool.layers.acm import acm_modules
+    from acmtool.train.capture import SiteCapture
+    teacher, _ = tiny_whisper(tmp_path / "w", layers=1, d_model=32, ffn=64)
+    student = copy.deepcopy(teacher)
+    acmize_(student, AcmConfig(targets="mlp+attn"))
+    capture = SiteCapture(teacher, student, "mlp+attn")
+    ids = torch.full((2, 3), teacher.config.decoder_start_token_id)
+    _, caps = capture({"input_features": torch.randn(2, 8, 3000), "decoder_input_ids": ids})
+    acms = acm_modules(student)
+    assert list(caps) == [n for n, _ in acms]
+    attn = teacher.model.decoder.layers[0].self_attn
+    for name, m in acms:
+        z, out = caps[name]
+        assert z.shape[-1] == m.in_features and out.shape[-1] == m.out_features, name
+    z, out = caps["model.decoder.layers.0.self_attn.k_proj"]
+    torch.testing.assert_close(out, attn.k_proj(z))  # k's teacher output, not q's or v's

@@ -33,8 +33,12 @@ class SiteCapture:
                 self.pairs.append(([f"{site.path}.parts.{j}" for j in range(site.parts)], site.linear, site.linear,
                                    site.parts))
         covered = [n for p in self.pairs for n in p[0]]
-        if covered != names:
+        if sorted(covered) != sorted(names):
             raise RuntimeError(f"teacher sites {covered[:3]}... do not line up with the student's ACMs {names[:3]}...")
+        # in the student's module order (its ACM lists): the adapters list q, k, v, while a model may
+        # register them in another order (Whisper's attention: k, v, q)
+        position = {n: i for i, n in enumerate(names)}
+        self.pairs.sort(key=lambda pair: position[pair[0][0]])
 
     def __call__(self, inputs, sensitivity: bool = False, generator=None, probes: int = 1,
                  scale=None) -> tuple[object, dict]:
