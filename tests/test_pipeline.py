@@ -86,6 +86,15 @@ def test_bad_input_fails_before_work(tmp_path, npz):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_budget_of_under_one_learner_per_token_suggests_more_learners():
+    from acmtool.train.options import few_learners_line
+    line = few_learners_line(0.125, 4)
+    assert line.startswith("note: budget 0.125 x 4 learners = 0.5 learners per token") and "--learners 8" in line
+    assert "--learners 16" in few_learners_line(0.5, 4, lowest=0.1)  # a range: its lowest budget counts
+    assert few_learners_line(0.25, 4) is None and few_learners_line(0.125, 8) is None
+    assert "--learners" not in few_learners_line(0.001, 4)  # nothing within reach: no advice
+
+
 class StopAfter:
     """A GracefulStop that 'receives Ctrl-C' after n steps."""
 

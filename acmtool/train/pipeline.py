@@ -113,6 +113,11 @@ class Pipeline:
             loaded = load_model(o.model, weights=o.weights, arch=o.arch, trust_pickle=o.trust_pickle,
                                 model_kwargs=o.model_args)
         self.spec = loaded.spec
+        if not o.static:
+            from acmtool.train.options import few_learners_line
+            line = few_learners_line(o.budget, o.num_learners, o.budget_range[0] if o.budget_range else None)
+            if line:
+                self.log(line)
         source, max_samples = (self.data_obj if self.data_obj is not None else o.data), o.max_samples
         if source is None:  # the built-in data for the model's inputs, capped
             from acmtool.data.default import DEFAULT_MAX_SAMPLES, default_data, default_data_line
