@@ -17,7 +17,9 @@
 // Two ways to share the work among threads: with many rows (row mode), each task is a whole row
 // block, cut so that blocks hold equal work; with few (column mode: small batches), the blocks
 // run one after the other and each GEMM is split by output columns, so that no thread streams
-// weights that another also streams.
+// weights that another also streams. Column mode runs a block in two rounds of the thread pool
+// whatever the number of learners: every learner's H (they all read the same X), then Y, each
+// task summing every learner's H W2[i] on its columns (in learner order, as one thread would).
 //
 // Threads: the tasks go to ONNX Runtime's own intra-op thread pool through
 // OrtApi::KernelContext_ParallelFor (API 16 and later), so the op uses exactly the threads the
@@ -184,13 +186,15 @@ struct RunPlan {
   int64_t compute_tasks;        // they cover sorted rows [0, active[0])
   int64_t fill_rows;            // rows of a fill task (tokens with K = 0: Y = B2)
 
-  // Column mode: the current row block and learner, and the panels of a task.
-  int64_t learner = 0, rows = 0;
+  // Column mode: the current row block [r0, r1) and how many learners reach it; learner i's H
+  // and packed H at hid + i * hid_stride and hp + i * hp_stride; the panels of a task.
+  int64_t r0 = 0, r1 = 0, learners = 0;
   const float* xp = nullptr;
   float* hid = nullptr;
   float* hp = nullptr;
   float* yr = nullptr;
-  int64_t h_panels_per_task = 1, dout_panels_per_task = 1;
+  size_t hid_stride = 0, hp_stride = 0;
+  int64_t h_panels_per_task = 1, dout_panels_per_task = 1, h_tasks = 1;
 
   std::atomic<bool> failed{false};
   std::mutex error_mutex;
@@ -283,19 +287,27 @@ void RowModeTask(void* data, size_t index) noexcept {
   });
 }
 
+// Rows of the current column-mode block that learner i runs on (> 0 for i < p.learners).
+int64_t LearnerRows(const RunPlan& p, int64_t i) { return std::min(p.r1, p.active[i]) - p.r0; }
+
+// Task (learner i, panel chunk c) = index i * h_tasks + c: that learner's H on those panels.
 void HiddenTask(void* data, size_t index) noexcept {
   Guarded(data, [index](RunPlan& p) {
-    const int64_t p0 = static_cast<int64_t>(index) * p.h_panels_per_task;
+    const int64_t i = static_cast<int64_t>(index) / p.h_tasks, chunk = static_cast<int64_t>(index) % p.h_tasks;
+    const int64_t p0 = chunk * p.h_panels_per_task;
     const int64_t p1 = std::min(p0 + p.h_panels_per_task, cpu::CeilDiv(p.h, p.s->nr));
-    HiddenColumns(p, p.learner, p.rows, p.xp, p.hid, p.hp, p0, p1);
+    HiddenColumns(p, i, LearnerRows(p, i), p.xp, p.hid + i * p.hid_stride, p.hp + i * p.hp_stride, p0, p1);
   });
 }
 
+// Y's panels of this task, every learner's product added in learner order.
 void OutputTask(void* data, size_t index) noexcept {
   Guarded(data, [index](RunPlan& p) {
     const int64_t p0 = static_cast<int64_t>(index) * p.dout_panels_per_task;
     const int64_t p1 = std::min(p0 + p.dout_panels_per_task, cpu::CeilDiv(p.dout, p.s->nr));
-    OutputColumns(p, p.learner, p.rows, p.hp, p.yr, p0, p1);
+    for (int64_t i = 0; i < p.learners; ++i) {
+      OutputColumns(p, i, LearnerRows(p, i), p.hp + i * p.hp_stride, p.yr, p0, p1);
+    }
   });
 }
 
@@ -510,34 +522,37 @@ void DynamicLearnersKernel::Compute(OrtKernelContext* context) const {
 
   // Column mode: too few rows to give every thread blocks of its own without each block
   // streaming all the weights again, so the threads split every GEMM by column panels instead
-  // (each streams only its panels). Blocks of up to kMaxColumnBlockRows rows, in turn.
+  // (each streams only its panels). Blocks of up to kMaxColumnBlockRows rows, in turn; each in two
+  // pool rounds (all learners' H, then Y), not two per learner: at one image or a short sentence
+  // the rounds, not the FLOPs, were the cost.
   const int64_t h_panels = cpu::CeilDiv(h, s.nr), dout_panels = cpu::CeilDiv(dout, s.nr);
   const int64_t split = 2 * threads;
   plan.h_panels_per_task = std::max<int64_t>(1, cpu::CeilDiv(h_panels, split));
   plan.dout_panels_per_task = std::max<int64_t>(1, cpu::CeilDiv(dout_panels, split));
-  const size_t h_tasks = static_cast<size_t>(cpu::CeilDiv(h_panels, plan.h_panels_per_task));
+  plan.h_tasks = cpu::CeilDiv(h_panels, plan.h_panels_per_task);
   const size_t dout_tasks = static_cast<size_t>(cpu::CeilDiv(dout_panels, plan.dout_panels_per_task));
   const int64_t blocks = cpu::CeilDiv(rows, kMaxColumnBlockRows);
   const int64_t block_rows = blocks > 0 ? cpu::CeilDiv(cpu::CeilDiv(rows, blocks), s.mr) * s.mr : 0;
   if (rows > 0) {
     const int64_t m = std::min(block_rows, rows);
+    plan.hid_stride = static_cast<size_t>(m * h);
+    plan.hp_stride = cpu::PackedAFloats(s, m, h);
     plan.xp = call.x_packed.Reserve(cpu::PackedAFloats(s, m, din));
-    plan.hid = call.hidden.Reserve(static_cast<size_t>(m * h));
-    plan.hp = call.hidden_packed.Reserve(cpu::PackedAFloats(s, m, h));
+    plan.hid = call.hidden.Reserve(plan.hid_stride * static_cast<size_t>(n));
+    plan.hp = call.hidden_packed.Reserve(plan.hp_stride * static_cast<size_t>(n));
     plan.yr = call.y_rows.Reserve(static_cast<size_t>(m * dout));
   }
   for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
     const int64_t r1 = std::min(r0 + block_rows, rows);
     s.pack_a(plan.x, din, order + r0, r1 - r0, din, call.x_packed.data(), din);
-    for (int64_t i = 0; i < n; ++i) {
-      plan.learner = i;
-      plan.rows = std::min(r1, active[static_cast<size_t>(i)]) - r0;
-      if (plan.rows <= 0) break;
-      ParallelFor(context, &HiddenTask, h_tasks, &plan);
-      ThrowIfFailed(plan);
-      ParallelFor(context, &OutputTask, dout_tasks, &plan);
-      ThrowIfFailed(plan);
-    }
+    plan.r0 = r0;
+    plan.r1 = r1;
+    plan.learners = 0;  // learners with rows in this block: a prefix, as K is sorted descending
+    while (plan.learners < n && LearnerRows(plan, plan.learners) > 0) ++plan.learners;
+    ParallelFor(context, &HiddenTask, static_cast<size_t>(plan.learners * plan.h_tasks), &plan);
+    ThrowIfFailed(plan);
+    ParallelFor(context, &OutputTask, dout_tasks, &plan);
+    ThrowIfFailed(plan);
     ScatterRows(plan, r0, r1 - r0, plan.yr);
   }
   FillRows(plan, rows, tokens);
