@@ -116,9 +116,19 @@ def test_an_existing_model_folder_is_kept_unless_force_and_a_failure_leaves_noth
     assert "max_batch_size: 4" in (repo / "m" / "config.pbtxt").read_text()
 
 
+def test_a_refused_request_costs_no_export(tmp_path):
+    ckpt = acmtool.save(vit(static=True), tmp_path / "s.acm.safetensors")
+    (tmp_path / "repo" / "s").mkdir(parents=True)
+    r = CliRunner().invoke(cli, ["export", str(ckpt), "--triton-repo", str(tmp_path / "repo")])
+    assert r.exit_code == 2 and "already exists: pass --force" in r.output, r.output
+    r = CliRunner().invoke(cli, ["export", str(ckpt), "--triton-repo", str(tmp_path / "repo"), "--triton-name", "a/b"])
+    assert r.exit_code == 2 and "use letters, digits" in r.output, r.output
+    assert not (tmp_path / "s.acm.onnx").exists()  # refused before the export, which writes nothing
+
+
 def test_bad_requests_are_refused(tmp_path):
     (tmp_path / "w.acm.whisper").mkdir()
-    with pytest.raises(AcmInputError, match="Whisper folders .* not supported"):
+    with pytest.raises(AcmInputError, match="Whisper models .* not supported"):
         write_triton_repo(tmp_path / "w.acm.whisper", tmp_path / "repo")
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],

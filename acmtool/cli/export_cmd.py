@@ -40,7 +40,13 @@ def export_cmd(checkpoint, output, fmt, dense_above, keep_acms, force, triton_re
     from acmtool.export import export_checkpoint
     from acmtool.export.dense_fallback import dense_fallback_line
     from acmtool.io.checkpoint import read_info
-    static = bool(read_info(checkpoint).get("static"))
+    info = read_info(checkpoint)
+    static = bool(info.get("static"))
+    if triton_repo:  # refused before the export's work, not after it
+        from acmtool.export.triton import check_request
+        from acmtool.io.outputs import onnx_path
+        whisper = (info["source"].get("config") or {}).get("model_type") == "whisper"
+        check_request(output or onnx_path(checkpoint), triton_repo, triton_name, triton_max_batch, force, whisper)
     path = export_checkpoint(checkpoint, output, fmt, force=force, dense_above=None if keep_acms else dense_above)
     kind = "static: plain ONNX, no custom op needed" if static else fmt
     click.echo(f"wrote {path} ({kind})")

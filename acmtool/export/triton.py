@@ -105,6 +105,24 @@ def validate_config(text: str):
         raise AcmInputError(f"config.pbtxt does not match Triton's model-config schema: {e}") from None
 
 
+def check_request(onnx_path, repo, name: Optional[str], max_batch_size: int, force: bool, whisper: bool) -> str:
+    """The model's name in the repository, after the checks a request can fail (run before any export
+    work, and again when writing): a Whisper folder, a bad name or batch size, an existing model."""
+    if whisper:
+        raise AcmInputError("Triton repositories of Whisper models (an encoder and decoder graphs driven by a "
+                            "decoding loop) are not supported yet: export the folder and run it with acmtool "
+                            "transcribe")
+    name = name or Path(onnx_path).name.split(".")[0]
+    if not _NAME.match(name):
+        raise AcmInputError(f"Triton model name {name!r}: use letters, digits, '_', '.' and '-' only")
+    if max_batch_size < 0:
+        raise AcmInputError(f"--triton-max-batch {max_batch_size}: must be 0 (no batching) or more")
+    folder = Path(repo) / name
+    if folder.exists() and not force:
+        raise AcmInputError(f"{folder} already exists: pass --force to replace it, or choose another --triton-name")
+    return name
+
+
 def write_triton_repo(onnx_path, repo, name: Optional[str] = None, max_batch_size: int = 8,
                       mount: str = "/models", force: bool = False) -> dict:
     """Add the model at onnx_path to the Triton repository `repo` as `name` (default: the file's name
@@ -112,18 +130,9 @@ def write_triton_repo(onnx_path, repo, name: Optional[str] = None, max_batch_siz
     from acmtool.runtime.library import library_info
     from acmtool.runtime.model_header import read_header
     onnx_path = Path(onnx_path)
-    if onnx_path.is_dir():
-        raise AcmInputError(f"{onnx_path}: Triton repositories of exported Whisper folders (an encoder and a "
-                            f"decoder graph driven by a decoding loop) are not supported yet")
-    name = name or onnx_path.name.split(".")[0]
-    if not _NAME.match(name):
-        raise AcmInputError(f"Triton model name {name!r}: use letters, digits, '_', '.' and '-' only")
-    if max_batch_size < 0:
-        raise AcmInputError(f"--triton-max-batch {max_batch_size}: must be 0 (no batching) or more")
+    name = check_request(onnx_path, repo, name, max_batch_size, force, whisper=onnx_path.is_dir())
     repo = Path(repo)
     folder = repo / name
-    if folder.exists() and not force:
-        raise AcmInputError(f"{folder} already exists: pass --force to replace it, or choose another --triton-name")
     uses_op = "ai.acmtool" in read_header(onnx_path).opsets
     info = library_info() if uses_op else None
     library = f"{mount.rstrip('/')}/{name}/{Path(info['path']).name}" if info else None
