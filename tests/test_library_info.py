@@ -142,8 +142,10 @@ def test_a_model_of_a_newer_op_version_is_refused_by_name(exported, tmp_path):
 
 def test_check_op_versions_passes_other_models():
     info = {"domain": "ai.acmtool", "ops": {"DynamicLearners": [1, 1]}, "acmtool": "0.1.0"}
-    check_op_versions(info, {"": 18}, "m.onnx")  # no custom op at all
-    check_op_versions(info, {"": 18, "ai.acmtool": 1}, "m.onnx")
+    check_op_versions(info, {"": 18}, {}, "m.onnx")  # no custom op at all
+    check_op_versions(info, {"": 18, "ai.acmtool": 1}, {}, "m.onnx")
+    with pytest.raises(AcmInputError, match=r"version 2 \(exported by a newer acmtool\)"):
+        check_op_versions(info, {"ai.acmtool": 2}, {}, "m.onnx")  # no acmtool.version recorded
 
 
 def test_a_library_of_another_acmtool_is_named():

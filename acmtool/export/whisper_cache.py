@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from acmtool.export.seq2seq import _Holder
+from acmtool.export.seq2seq import DecoderPart
 
 INIT_ONNX = "decoder_init.onnx"
 STEP_ONNX = "decoder_with_past.onnx"
@@ -72,15 +72,9 @@ def causal_mask(tokens: int, like: torch.Tensor) -> torch.Tensor:
         pos[None, :] > pos[:, None], float("-inf"))
 
 
-class _CachedPart(nn.Module):
-    """The decoder and the output projection under the names they have in the whole model, so that
-    the checkpoint's per-ACM figures (dense fallback, metadata) name the same modules."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = _Holder(decoder=model.model.decoder)
-        self.proj_out = model.proj_out
-        self.acmtool_info = getattr(model, "acmtool_info", {})
+class _CachedPart(DecoderPart):
+    """DecoderPart's modules (the decoder and the output projection under the names they have in the
+    whole model, so that the checkpoint's per-ACM figures name the same modules), run with the cache."""
 
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         decoder = self.model.decoder

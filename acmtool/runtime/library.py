@@ -75,17 +75,19 @@ def check_onnxruntime(info: dict, ort_version: str) -> None:
                             f"{ort_version}: pip install -U onnxruntime (or onnxruntime-gpu)")
 
 
-def check_op_versions(info: dict, model_versions: dict, model_path) -> None:
-    """Refuse a model that needs a newer version of our domain than the library implements (a model
-    exported by a newer acmtool), naming both versions."""
-    want = model_versions.get(info["domain"])
+def check_op_versions(info: dict, opsets: dict, metadata: dict, model_path) -> None:
+    """Refuse a model (its opset imports and metadata, acmtool.runtime.model_header) that needs a
+    newer version of our domain than the library implements (a model exported by a newer acmtool),
+    naming both versions."""
+    want = opsets.get(info["domain"])
     if want is None:
         return
     newest = max(last for _, last in info["ops"].values())
     if want > newest:
-        exported = model_versions.get("acmtool.version", "a newer acmtool")
+        version = metadata.get("acmtool.version")
+        exported = f"acmtool {version}" if version else "a newer acmtool"
         raise AcmInputError(f"{model_path}: the model uses {info['domain']} version {want} (exported by "
-                            f"acmtool {exported}); this custom-op library (acmtool {info['acmtool']}) implements "
+                            f"{exported}); this custom-op library (acmtool {info['acmtool']}) implements "
                             f"version {newest} at most: upgrade acmtool (pip install -U acmtool) or re-export "
                             f"the model with acmtool {__version__}")
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from acmtool.errors import AcmInputError
 from acmtool.runtime.library import check_onnxruntime, check_op_versions, library_info, stale_library_warning
-from acmtool.runtime.model_header import read_header
+from acmtool.runtime.model_header import ModelHeader, read_header
 
 _warned = set()
 
@@ -36,18 +36,20 @@ def session_options(options=None, model=None):
     given, that the library implements the op version the model uses."""
     ort = import_onnxruntime()
     opts = options if options is not None else ort.SessionOptions()
+    _register(ort, opts, None if model is None else read_header(model), model)
+    return opts
+
+
+def _register(ort, opts, header: Optional[ModelHeader], model) -> None:
     info = library_info()
     check_onnxruntime(info, ort.__version__)
-    if model is not None:
-        header = read_header(model)
-        check_op_versions(info, {**header.opsets, "acmtool.version": header.metadata.get("acmtool.version", "?")},
-                          model)
+    if header is not None:
+        check_op_versions(info, header.opsets, header.metadata, model)
     warning = stale_library_warning(info)
     if warning and warning not in _warned:
         _warned.add(warning)
         print(f"acmtool: warning: {warning}", file=sys.stderr)
     opts.register_custom_ops_library(info["path"])
-    return opts
 
 
 def session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
@@ -60,7 +62,7 @@ def session(path, providers: Optional[Sequence[str]] = None, threads: Optional[i
     if threads is not None:
         opts.intra_op_num_threads = threads
     if "ai.acmtool" in header.opsets:
-        session_options(opts, model=path)
+        _register(ort, opts, header, path)
     if "acmtool.budget" in header.metadata and options is None:
         # the budget input is an initializer that may be fed, by design; ONNX Runtime warns about
         # that at every session: errors only, unless the caller brought its own options

@@ -55,8 +55,8 @@ def few_learners_line(budget: float, num_learners: int, lowest: Optional[float] 
     per_token = low * num_learners
     if per_token >= FEW_LEARNERS:
         return None
-    better = next(n for n in (8, 16, 32, 64, 128) if low * n >= 1) if low * 128 >= 1 else None
-    advice = f"; --learners {better} gives finer steps" if better and better > num_learners else ""
+    better = next((n for n in (8, 16, 32, 64, 128) if n > num_learners and low * n >= 1), None)
+    advice = f"; --learners {better} gives finer steps" if better else ""
     return (f"note: budget {low:g} x {num_learners} learners = {per_token:g} learners per token on average: most "
             f"tokens must skip each block{advice} (on DINOv2 at 0.125, 8 learners beat the static model "
             f"where 4 lost to it)")
