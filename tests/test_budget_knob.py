@@ -75,6 +75,39 @@ def test_one_model_hits_each_budget_of_its_range(converted):
     assert achieved(model, x) == pytest.approx(base, abs=1e-9)
 
 
+def test_the_table_measures_on_the_first_batches_that_hold_enough_tokens(converted, monkeypatch):
+    """Each grid point is a pass over the table's batches: a long-input model (Whisper: 48000 encoder
+    tokens per batch) needs one batch, not all the calibration batches."""
+    from acmtool.train import budget_table as bt
+    model = acmtool.load(converted["ckpt"]).eval()
+    x = converted["x"]
+    batches = [x[i:i + 20] for i in range(0, 200, 20)]  # 10 batches
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
+    tokens = {}
+
+    def count(m, inp, out):
+        tokens["n"] = inp[0].reshape(-1, inp[0].shape[-1]).shape[0]
+    _, acm = next(iter(acm_modules(model)))
+    h2 = acm.register_forward_hook(count)
+    with torch.no_grad():
+        model(batches[0])
+    h2.remove()
+    per_batch = tokens["n"]
+    monkeypatch.setattr(bt, "TABLE_TOKENS", 2 * per_batch + 1)  # three batches hold enough
+    seen.clear()
+    table = bt.budget_table(model, batches, 0.5, "cpu")
+    hook.remove()
+    assert 0.5 in table["budgets"]
+    assert seen and seen[0] == 20 and len(seen) % 3 == 1  # the first batch alone, then passes over three
+    monkeypatch.setattr(bt, "TABLE_TOKENS", 10 ** 9)  # more than there is: every batch
+    seen.clear()
+    hook = model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
+    bt.budget_table(model, batches, 0.5, "cpu")
+    hook.remove()
+    assert (len(seen) - 1) % 10 == 0
+
+
 def test_knob_misuse_is_a_clear_error(converted):
     model = acmtool.load(converted["ckpt"])
     lo = model.acmtool_info["budget_table"]["budgets"][0]

@@ -19,6 +19,9 @@ from acmtool.train.calibrate_budget import _choices, _gate_inputs
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
 LIMIT = 50.0  # the extra shifts searched: beyond it every gate already makes its extreme choice
 TOLERANCE = 0.02  # a grid point enters the table when its shift hits it this closely
+# Tokens enough to measure a budget to far better than TOLERANCE: a Whisper batch of 32 holds 48000
+# encoder tokens, so its table ran 8 batches per grid point (over 25 minutes on 2 cores) for nothing.
+TABLE_TOKENS = 16384
 
 
 def _beta(model: nn.Module, acms: dict, zs: dict, shift: float) -> float:
@@ -49,12 +52,19 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
     below what the ACMs' min_k allow, are left out) and the trained budget at shift 0. The model's
     gates are left as they were. Budget-conditioned gates (convert --budget-range) are told each
     grid budget first; the shift then only trims what they spend, and need not fall with the budget
-    (the table says "conditioned")."""
+    (the table says "conditioned"). Only the first batches that hold TABLE_TOKENS tokens at the
+    largest ACM are used."""
     acms = dict(acm_modules(model))
     saved = knob_state(acms.values())
     conditioned = any(m.gate.budget_in is not None for m in acms.values())
     try:
-        home = _at(model, acms, batches, device, 0.0)
+        home = _at(model, acms, batches[:1], device, 0.0)
+        per_batch = max((len(z) for z in home.values()), default=0)
+        keep = max(1, -(-TABLE_TOKENS // max(per_batch, 1)))  # ceil: the first batches that hold enough
+        if keep < len(batches):
+            batches = batches[:keep]
+        if len(batches) > 1:
+            home = _at(model, acms, batches, device, 0.0)
         rows = {round(trained, 6): (0.0, _beta(model, acms, home, 0.0))}
         below = sorted((b for b in grid if b < trained - TOLERANCE), reverse=True)
         above = sorted(b for b in grid if b > trained + TOLERANCE)
