@@ -12,7 +12,10 @@ training are where accuracy is left.
         --data fashion-mnist --max-samples 1600 [--json out.json]
 
 Prints the trained gates, the oracle and the baseline on the same test samples (drop-in probe,
-cosine; classifiers: accuracy), each difference with its paired standard error.
+cosine; classifiers: accuracy), each difference with its paired standard error. With --uniform,
+also the ACM's own learners at k = budget x N for every token: gates - uniform is what the
+allocation buys with these learners, uniform - baseline what training nested learners for every
+k costs against a static model trained for one.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from acmtool.io.call import run_model
 from acmtool.io.checkpoint import load
 from acmtool.io.sources import load_original
 from acmtool.layers.acm import acm_modules
+from acmtool.layers.control import fixed_k
 from acmtool.train.capture import SiteCapture
 from acmtool.train.evaluate import compare, evaluate
 from acmtool.train.evaluate_checkpoint import split_options
@@ -87,6 +91,8 @@ def main(argv=None) -> dict:
     p.add_argument("--max-samples", type=int)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--probes", type=int, default=PROBES)
+    p.add_argument("--uniform", action="store_true", help="also the ACM at k = budget x N for every token")
+    p.add_argument("--no-oracle", dest="oracle", action="store_false", help="leave the oracle out")
     p.add_argument("--json")
     a = p.parse_args(argv)
     from acmtool.data import load_data
@@ -107,22 +113,35 @@ def main(argv=None) -> dict:
     scale = embedding_scale(teacher, calib, torch.device("cpu"))
     profile = info.get("flops_profile")
     gated, ev = evaluate(student, teacher, loader, "cpu", profile, probe_loader=probe)
-    oracle = OracleGates(student, teacher, float(info["budget"]), scale, a.probes)
-    # no refit probe for the oracle: its features of the probe's training data cost a Fisher probe each
-    replayed, ev_o = evaluate(oracle, teacher, loader, "cpu", profile, probe_loader=probe, original=ev.original,
-                              refit=False)
-    result = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "budget": info["budget"],
-              "gates": gated, "oracle": replayed, "oracle_vs_gates": compare(ev_o.samples, ev.samples)}
+    result = {"checkpoint": a.checkpoint, "data": a.data, "split": a.split, "budget": info["budget"], "gates": gated}
+    rows = {"gates": ev.samples}
+    if a.oracle:
+        oracle = OracleGates(student, teacher, float(info["budget"]), scale, a.probes)
+        # no refit probe for the oracle: its features of the probe's training data cost a Fisher probe each
+        result["oracle"], ev_o = evaluate(oracle, teacher, loader, "cpu", profile, probe_loader=probe,
+                                          original=ev.original, refit=False)
+        rows["oracle"] = ev_o.samples
+    if a.uniform:
+        k = round(float(info["budget"]) * max(m.num_learners for _, m in acm_modules(student)))
+        with fixed_k(student, k):
+            result["uniform"], ev_u = evaluate(student, teacher, loader, "cpu", profile, probe_loader=probe,
+                                               original=ev.original)
+        result["uniform_k"] = k
+        rows["uniform"] = ev_u.samples
     if a.baseline:
         base = load(a.baseline).eval()
-        based, ev_b = evaluate(base, teacher, loader, "cpu", base.acmtool_info.get("flops_profile"),
-                               probe_loader=probe, original=ev.original)
-        result.update(baseline=a.baseline, baseline_report=based, gates_vs_baseline=compare(ev.samples, ev_b.samples),
-                      oracle_vs_baseline=compare(ev_o.samples, ev_b.samples))
-    for key in ("oracle_vs_gates", "gates_vs_baseline", "oracle_vs_baseline"):
-        for metric, d in (result.get(key) or {}).items():
-            print(f"{key:20s} {metric:13s} {d['diff']:+.4f} +- {d['se']:.4f}")
-    print(f"achieved budget: gates {gated.get('achieved_budget')}, oracle {replayed.get('achieved_budget')}")
+        result["baseline_report"], ev_b = evaluate(base, teacher, loader, "cpu", base.acmtool_info.get("flops_profile"),
+                                                   probe_loader=probe, original=ev.original)
+        result["baseline"] = a.baseline
+        rows["baseline"] = ev_b.samples
+    names = list(rows)
+    for i, x in enumerate(names):  # every pair, each difference paired on the same samples
+        for y in names[i + 1:]:
+            result[f"{y}_vs_{x}"] = d = compare(rows[y], rows[x])
+            for metric, v in d.items():
+                print(f"{y + ' - ' + x:22s} {metric:13s} {v['diff']:+.4f} +- {v['se']:.4f}")
+    print("achieved budget: " + ", ".join(f"{n} {result[n if n != 'baseline' else 'baseline_report'].get('achieved_budget')}"
+                                          for n in names))
     if a.json:
         with atomic_path(a.json) as tmp:
             tmp.write_text(json.dumps(result, indent=1, default=float))

@@ -59,6 +59,14 @@ def all_mean(value: float, ctx: DistContext) -> float:
     return float(t) / ctx.world
 
 
+def all_max(value: float, ctx: DistContext) -> float:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
 def all_sum_tensor(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.enabled:
         t = t.clone()

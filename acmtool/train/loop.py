@@ -78,7 +78,8 @@ def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: f
               student: nn.Module, ctx: DistContext, stop: GracefulStop, checkpoint_minutes: float,
               weight_decay: float = 0.01, grad_clip: float = 1.0, after_step: Optional[Callable] = None,
               before_step: Optional[Callable] = None) -> dict:
-    """objective(batch) -> (loss, {stat: float}); before_step(step, steps) runs before each step (step
+    """objective(batch) -> (loss, {stat: float}), or an iterable of them: one optimiser update each
+    (acmtool.train.token_chunks), the step's stats their mean. before_step(step, steps) runs before each step (step
     counts from 0, resumed runs from where they stopped), after_step(stats, step, steps) after each
     update. Returns the phase's history (mean stats)."""
     params = [p for p in params if p.requires_grad]
@@ -98,15 +99,21 @@ def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: f
             batch = next(data)
             if before_step is not None:
                 before_step(step, steps)
-            loss, stats = objective(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            scheduler.step()
+            got = objective(batch)
+            parts = [got] if isinstance(got, tuple) else got  # an iterable: one update per part of the batch
+            sums, n = {}, 0
+            for loss, stats in parts:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+                for k, v in {"loss": float(loss.detach()), **stats}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+            scheduler.step()  # the schedule counts batches: a resumed run finds the same learning rate
+            stats = {k: v / max(n, 1) for k, v in sums.items()}
             if after_step is not None:
-                after_step(stats, step + 1, steps)
-            stats = {"loss": float(loss.detach()), **stats}
+                after_step({k: v for k, v in stats.items() if k != "loss"}, step + 1, steps)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v
             count += 1

@@ -60,25 +60,36 @@ class GateObjective(nn.Module):
         self.acms = _acm_dict(acms)
         self.tau, self.labels, self.budget = tau, labels, budget
 
-    def forward(self, captures: dict) -> tuple[torch.Tensor, float]:
-        losses, accs = [], []
+    @torch.no_grad()
+    def prepare(self, captures: dict) -> dict:
+        """Every ACM's labels over the whole batch (the 'loss' labels allocate over every block and
+        token at once), and for 'loss' each choice's regret and the batch's mean regret."""
         acms = [self.acms[n.replace(".", "/")] for n in captures]
         if self.labels == "loss":
             joint, lagrangian = loss_aware_gate_labels(acms, list(captures.values()), self.budget, with_costs=True)
             # regret: what each choice costs over the best one, in units of the batch's mean regret
             regrets = [l - l.min(0, keepdim=True).values for l in lagrangian]  # [C, T]
             scale = torch.cat([r.reshape(-1) for r in regrets]).mean().clamp(min=1e-30)
-        for i, (acm, (z, y, *_)) in enumerate(zip(acms, captures.values())):
-            if self.labels == "loss":
-                labels = joint[i]
-            elif self.labels == "tau":
-                labels = gate_labels(acm, z, y, self.tau)
-            else:
-                labels = budget_gate_labels(acm, z, y, self.budget)
-            logits = acm.gate(z)
+            return {"labels": joint, "regrets": regrets, "scale": scale}
+        rule = (lambda acm, z, y: gate_labels(acm, z, y, self.tau)) if self.labels == "tau" else \
+            (lambda acm, z, y: budget_gate_labels(acm, z, y, self.budget))
+        return {"labels": [rule(acm, z, y) for acm, (z, y, *_) in zip(acms, captures.values())]}
+
+    def forward(self, captures: dict, prepared: Optional[dict] = None,
+                rows: Optional[list] = None) -> tuple[torch.Tensor, float]:
+        """The gates' loss and label accuracy; rows: per ACM, the tokens of this step (a part of the
+        batch that `prepare` labelled as a whole; acmtool.train.token_chunks), else every token."""
+        prepared = prepared if prepared is not None else self.prepare(captures)
+        losses, accs = [], []
+        for i, (name, (z, *_)) in enumerate(captures.items()):
+            acm = self.acms[name.replace(".", "/")]
+            part = rows[i] if rows is not None else slice(None)
+            labels = prepared["labels"][i][part]
+            logits = acm.gate(z[part])
             loss = F.cross_entropy(logits, labels)
-            if self.labels == "loss":
-                loss = loss + REGRET_WEIGHT * (F.softmax(logits, -1) * regrets[i].t()).sum(-1).mean() / scale
+            if "regrets" in prepared:
+                regret = prepared["regrets"][i][:, part]
+                loss = loss + REGRET_WEIGHT * (F.softmax(logits, -1) * regret.t()).sum(-1).mean() / prepared["scale"]
             losses.append(loss)
             accs.append((logits.argmax(-1) == labels).float().mean())
         return torch.stack(losses).mean(), float(torch.stack(accs).mean().detach())

@@ -36,6 +36,7 @@ from acmtool.train.evaluate import evaluate
 from acmtool.train.feature_scale import embedding_scale
 from acmtool.train.loop import GracefulStop, run_phase, to_device
 from acmtool.train.objectives import DistillObjective, FinetuneObjective, GateObjective
+from acmtool.train.token_chunks import DISTILL_TOKENS, GATE_TOKENS, token_chunks
 from acmtool.train.options import GATE_LR, ConvertOptions
 from acmtool.train.run_state import RunState
 
@@ -203,9 +204,15 @@ class Pipeline:
         _set_trainable(_learner_params(self.acms), _gate_params(self.acms))
         obj = _wrap(DistillObjective(self.acms), self.ctx)
 
+        parts = torch.Generator().manual_seed(self.opts.seed + 3 + self.ctx.rank)
+
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device))
-            return obj(caps), {}
+            chunks = token_chunks(caps, DISTILL_TOKENS, parts, self.ctx)
+            if chunks is None:
+                return obj(caps), {}
+            return ((obj({n: tuple(t[r] for t in ts) for (n, ts), r in zip(caps.items(), rows)}), {})
+                    for rows in chunks)
         self.phase("distill", self.opts.distill_epochs, self.opts.distill_lr, step,
                    _learner_params(self.acms), stop)
 
@@ -220,11 +227,20 @@ class Pipeline:
             spread = GateRangeTraining(objective, self.acms.values(), self.opts.budget, self.opts.budget_range,
                                        self.opts.seed)
 
+        parts = torch.Generator().manual_seed(self.opts.seed + 4 + self.ctx.rank)
+
+        def update(caps, prepared, rows):
+            loss, acc = obj(caps, prepared, rows)
+            return loss, {"gate_acc": acc}
+
         def step(batch):
             _, caps = self.capture(to_device(batch[0], self.ctx.device), sensitivity=labels == "loss", generator=probe,
                                    probes=self.opts.gate_probes, scale=self.embedding_scale)
-            loss, acc = obj(caps)
-            return loss, {"gate_acc": acc}
+            prepared = objective.prepare(caps)  # labels over the whole batch, then a step per part of it
+            chunks = token_chunks(caps, GATE_TOKENS, parts, self.ctx)
+            if chunks is None:
+                return update(caps, prepared, None)
+            return (update(caps, prepared, rows) for rows in chunks)
         lr = self.opts.gate_lr if self.opts.gate_lr is not None else GATE_LR[labels]
         try:
             self.phase("gates", self.opts.gate_epochs, lr, step, _gate_params(self.acms), stop, before_step=spread)
