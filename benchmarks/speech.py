@@ -1,6 +1,7 @@
 """Whisper in ONNX Runtime: the real-time factor (seconds of compute per second of audio, lower is
 faster) of the ACM model against the dense model, its static baseline and faster-whisper, on the
-same utterances, and the share of utterances whose ONNX Runtime transcript is PyTorch's.
+same utterances. (`acmtool verify FOLDER CHECKPOINT --data asterisk` gives the share of utterances
+whose ONNX Runtime transcript is PyTorch's.)
 
     python -m benchmarks.speech --model ACM.acm.safetensors [--static STATIC.acm.safetensors]
         [--data asterisk] [--utterances 40] [--rounds 3] [--threads 2] [--work DIR]
