@@ -47,7 +47,6 @@ class OracleGates(nn.Module):
                  seed: int = 0):
         super().__init__()
         self.student, self.budget, self.scale, self.probes = student, budget, scale, probes
-        self.teacher = [teacher]  # not a submodule: acm_modules(self) must find the student's ACMs only
         info = getattr(student, "acmtool_info", {}) or {}
         self.capture = SiteCapture(teacher, student, info.get("targets", "mlp"))
         self.acms = dict(acm_modules(student))
@@ -59,28 +58,21 @@ class OracleGates(nn.Module):
                                scale=self.scale)
         acms = [self.acms[n] for n in caps]
         labels = loss_aware_gate_labels(acms, list(caps.values()), self.budget)
-        shapes = {}
 
-        def remember(m, inp, name):
-            shapes[name] = inp[0].shape[:-1]
-        hooks = [m.register_forward_pre_hook(lambda m, inp, n=n: remember(m, inp, n)) for n, m in self.acms.items()]
-        try:  # one pass to learn each ACM's token layout (the labels come flattened over real tokens)
-            with torch.no_grad():
-                run_model(self.student, inputs)
-        finally:
-            for h in hooks:
-                h.remove()
-        for (name, acm), choice in zip(zip(caps, acms), labels):
-            if choice.numel() != shapes[name].numel():
-                raise RuntimeError(f"{name}: {choice.numel()} labels for {shapes[name].numel()} tokens (padding?)")
-            acm.replay_k = (choice + acm.min_k).reshape(shapes[name])
+        def replay(m, inp, k):  # the labels come flattened over real tokens: shape them as the ACM's tokens
+            if k.numel() != inp[0].shape[:-1].numel():
+                raise RuntimeError(f"{k.numel()} labels for {inp[0].shape[:-1].numel()} tokens (padding?)")
+            m.replay_k = k.reshape(inp[0].shape[:-1])
+        hooks = [acm.register_forward_pre_hook(lambda m, inp, k=choice + acm.min_k: replay(m, inp, k))
+                 for acm, choice in zip(acms, labels)]
         try:
             with torch.no_grad():
                 return run_model(self.student, inputs)
         finally:
+            for h in hooks:
+                h.remove()
             for acm in acms:
                 acm.replay_k = None
-
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -81,31 +81,25 @@ def test_the_table_measures_on_the_first_batches_that_hold_enough_tokens(convert
     from acmtool.train import budget_table as bt
     model = acmtool.load(converted["ckpt"]).eval()
     x = converted["x"]
-    batches = [x[i:i + 20] for i in range(0, 200, 20)]  # 10 batches
-    seen = []
-    hook = model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
-    tokens = {}
-
-    def count(m, inp, out):
-        tokens["n"] = inp[0].reshape(-1, inp[0].shape[-1]).shape[0]
+    sizes = [16 + i for i in range(8)]  # each batch known by its size
+    starts = np.cumsum([0] + sizes)
+    batches = [x[a:b] for a, b in zip(starts[:-1], starts[1:])]
     _, acm = next(iter(acm_modules(model)))
-    h2 = acm.register_forward_hook(count)
+    tokens = []
+    h = acm.register_forward_hook(lambda m, inp, out: tokens.append(inp[0].reshape(-1, inp[0].shape[-1]).shape[0]))
     with torch.no_grad():
         model(batches[0])
-    h2.remove()
-    per_batch = tokens["n"]
-    monkeypatch.setattr(bt, "TABLE_TOKENS", 2 * per_batch + 1)  # three batches hold enough
-    seen.clear()
+    h.remove()
+    seen = []
+    model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
+    monkeypatch.setattr(bt, "TABLE_TOKENS", 2 * tokens[0] + 1)  # more than two batches of 16 hold
     table = bt.budget_table(model, batches, 0.5, "cpu")
-    hook.remove()
     assert 0.5 in table["budgets"]
-    assert seen and seen[0] == 20 and len(seen) % 3 == 1  # the first batch alone, then passes over three
+    assert set(seen) == {16, 17, 18} and seen[:3] == [16, 17, 18]  # the first three only, the first once first
     monkeypatch.setattr(bt, "TABLE_TOKENS", 10 ** 9)  # more than there is: every batch
     seen.clear()
-    hook = model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
     bt.budget_table(model, batches, 0.5, "cpu")
-    hook.remove()
-    assert (len(seen) - 1) % 10 == 0
+    assert set(seen) == set(sizes) and seen.count(16) == seen.count(23)
 
 
 def test_knob_misuse_is_a_clear_error(converted):

@@ -60,11 +60,10 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
     try:
         home = _at(model, acms, batches[:1], device, 0.0)
         per_batch = max((len(z) for z in home.values()), default=0)
-        keep = max(1, -(-TABLE_TOKENS // max(per_batch, 1)))  # ceil: the first batches that hold enough
-        if keep < len(batches):
-            batches = batches[:keep]
-        if len(batches) > 1:
-            home = _at(model, acms, batches, device, 0.0)
+        batches = batches[:max(1, -(-TABLE_TOKENS // max(per_batch, 1)))]  # ceil: the first that hold enough
+        if len(batches) > 1:  # the rest of them, added to the first batch's inputs
+            rest = _at(model, acms, batches[1:], device, 0.0)
+            home = {n: torch.cat([z, rest[n]]) for n, z in home.items()}
         rows = {round(trained, 6): (0.0, _beta(model, acms, home, 0.0))}
         below = sorted((b for b in grid if b < trained - TOLERANCE), reverse=True)
         above = sorted(b for b in grid if b > trained + TOLERANCE)

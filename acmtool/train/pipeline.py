@@ -36,9 +36,9 @@ from acmtool.train.evaluate import evaluate
 from acmtool.train.feature_scale import embedding_scale
 from acmtool.train.loop import GracefulStop, run_phase, to_device
 from acmtool.train.objectives import DistillObjective, FinetuneObjective, GateObjective
-from acmtool.train.token_chunks import DISTILL_TOKENS, GATE_TOKENS, token_chunks
 from acmtool.train.options import GATE_LR, ConvertOptions
 from acmtool.train.run_state import RunState
+from acmtool.train.token_chunks import DISTILL_TOKENS, GATE_TOKENS, token_chunks
 
 CALIBRATION_BATCHES = 8
 STEER_RATE = 0.5  # logits per unit of budget error, per fine-tuning step (--finetune-gates)
