@@ -173,9 +173,20 @@ def test_demo_onnx_accuracy_and_verify_line(models):
     r = onnx_accuracy(sess, TensorDataset(x, labels), None, batch_size=4)
     assert r["images"] == 10 and r["accuracy"] == pytest.approx(0.7)
     line = verify_line({"provider": "CPUExecutionProvider", "max_abs_diff": 1e-6, "tolerance": 1e-4,
+                        "output_scale": 0.5, "allowed": 1e-4,
                         "k_agreement": 1.0, "k_found": 2, "acms": 2, "top1_agreement": None})
-    assert line == ("CPUExecutionProvider: max |ORT - PyTorch| = 1e-06 (tolerance 0.0001); K agreement "
+    assert line == ("CPUExecutionProvider: max |ORT - PyTorch| = 1e-06 (allowed 0.0001); K agreement "
                     "100.000 % over 2/2 ACMs; top-1 agreement n/a")
+    line = verify_line({"provider": "CPUExecutionProvider", "max_abs_diff": 2.45e-4, "tolerance": 1e-4,
+                        "output_scale": 31.0, "allowed": 3.1e-3,
+                        "k_agreement": 1.0, "k_found": 2, "acms": 2, "top1_agreement": None})
+    assert "(allowed 0.0031: tolerance 0.0001 x output scale 31)" in line
+
+
+def test_verify_tolerance_scales_with_the_output():
+    from acmtool.export.verify import allowed_diff
+    assert allowed_diff(1e-4, 0.3) == 1e-4  # small outputs: the tolerance as given
+    assert allowed_diff(1e-4, 40.0) == pytest.approx(4e-3)
 
 
 def test_rounds_within_a_time_box():

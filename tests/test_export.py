@@ -90,7 +90,9 @@ def test_whole_model_export(tmp_path, build, targets, fmt):
             assert report["passed"] and report["k_found"] == len(acmtool.layers.acm_modules(model)), report
             assert report["k_agreement"] > 0.99
             if report["k_agreement"] == 1:  # no near-tie flipped: the free-running reference agrees too
-                np.testing.assert_allclose(got, reference(model, x).numpy(), atol=1e-4)
+                ref = reference(model, x).numpy()
+                np.testing.assert_allclose(got, ref, atol=1e-4)
+                assert report["output_scale"] == pytest.approx(float(np.abs(ref).max()), rel=1e-4)
 
 
 def test_large_models_keep_their_weights_beside_them(tmp_path, monkeypatch):
