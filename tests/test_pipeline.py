@@ -219,9 +219,14 @@ def test_eval_command_errors(tmp_path, npz):
 
 
 @pytest.mark.parametrize("finetune_gates", [False, True])
-def test_finetune_trains_the_gates_only_when_asked(tmp_path, npz, finetune_gates):
+def test_finetune_trains_the_gates_only_when_asked(tmp_path, npz, finetune_gates, monkeypatch):
+    import acmtool.train.pipeline as pipeline
     from acmtool.train.loop import GracefulStop
     from acmtool.train.pipeline import Pipeline
+    warmups = {}  # fine-tuning warms up over several steps, however short the phase
+    real_run_phase = pipeline.run_phase
+    monkeypatch.setattr(pipeline, "run_phase",
+                        lambda name, **kw: warmups.update({name: kw["min_warmup"]}) or real_run_phase(name, **kw))
     p = Pipeline(options(npz, tmp_path / "g.acm.safetensors", finetune_gates=finetune_gates))
     p.prepare()
     with GracefulStop() as stop:
@@ -236,6 +241,14 @@ def test_finetune_trains_the_gates_only_when_asked(tmp_path, npz, finetune_gates
     assert any(not torch.equal(after[n], v) for n, v in learners.items())
     assert any(not torch.equal(after[n], v) for n, v in gates.items()) == finetune_gates
     assert "budget" in p.run.data["history"]["finetune"]  # reported either way
+    assert warmups["finetune"] == pipeline.FINETUNE_WARMUP > 1
+
+
+def test_short_phases_warm_up_over_several_steps():
+    from acmtool.train.loop import warmup_steps
+    assert warmup_steps(15) == 1 and warmup_steps(15, 8) == 7  # at most half of a short phase
+    assert warmup_steps(168, 8) == 8 and warmup_steps(400, 8) == 20  # a twentieth of a long one
+    assert warmup_steps(1, 8) == 1 and warmup_steps(0) == 1
 
 
 def test_every_gate_label_rule_has_a_default_learning_rate():

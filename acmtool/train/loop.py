@@ -65,6 +65,11 @@ def endless(loader, start_step: int) -> Iterator:
         epoch += 1
 
 
+def warmup_steps(steps: int, floor: int = 0) -> int:
+    """Linear warm-up: a twentieth of the phase, and at least `floor` steps (at most half of it)."""
+    return max(1, steps // 20, min(floor, steps // 2))
+
+
 def cosine_schedule(optimizer, steps: int, warmup: int):
     def factor(step):
         if step < warmup:
@@ -77,14 +82,14 @@ def cosine_schedule(optimizer, steps: int, warmup: int):
 def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: float, loader, run_state,
               student: nn.Module, ctx: DistContext, stop: GracefulStop, checkpoint_minutes: float,
               weight_decay: float = 0.01, grad_clip: float = 1.0, after_step: Optional[Callable] = None,
-              before_step: Optional[Callable] = None) -> dict:
+              before_step: Optional[Callable] = None, min_warmup: int = 0) -> dict:
     """objective(batch) -> (loss, {stat: float}), or an iterable of them: one optimiser update each
     (acmtool.train.token_chunks), the step's stats their mean. before_step(step, steps) runs before each step (step
     counts from 0, resumed runs from where they stopped), after_step(stats, step, steps) after each
     update. Returns the phase's history (mean stats)."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scheduler = cosine_schedule(optimizer, steps, warmup=max(1, steps // 20))
+    scheduler = cosine_schedule(optimizer, steps, warmup=warmup_steps(steps, min_warmup))
     start = 0
     if run_state.data.get("phase") == name and run_state.data.get("optimizer") is not None:
         optimizer.load_state_dict(run_state.data["optimizer"])
