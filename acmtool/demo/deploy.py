@@ -110,7 +110,8 @@ def deploy(folder: Path, checkpoint: Path, weights: Path, pytorch_accuracy: Opti
     checked = verify(acm_path, model, batches, VERIFY["tolerance"])
     log(verify_line(checked))
     if not checked["passed"]:
-        raise AcmCheckFailed(f"verify: ONNX Runtime and PyTorch differ by {checked['max_abs_diff']:.3g}")
+        raise AcmCheckFailed(f"verify: ONNX Runtime and PyTorch differ by {checked['max_abs_diff']:.3g} "
+                             f"(allowed {checked['allowed']:.3g})")
     log("verify: ok")
 
     sess = session(acm_path)
