@@ -74,6 +74,7 @@ class OracleGates(nn.Module):
             for acm in acms:
                 acm.replay_k = None
 
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")

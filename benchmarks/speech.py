@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from acmtool.io.outputs import _stem
+from acmtool.io.outputs import checkpoint_stem
 
 WORK = Path.home() / ".cache" / "acmtool" / "speech"
 
@@ -44,7 +44,7 @@ def dense_folder(checkpoint: Path, work: Path) -> Path:
     from acmtool.io.checkpoint import read_info
     from acmtool.io.sources import load_original
     spec = read_info(checkpoint)["source"]
-    folder = work / f"{_stem(checkpoint).name}-dense.acm.whisper"
+    folder = work / f"{checkpoint_stem(checkpoint).name}-dense.acm.whisper"
     if not folder.is_dir() or not has_cache(folder):
         export_whisper(load_original(spec).eval(), folder, spec, force=True)
     return folder
@@ -165,7 +165,7 @@ def main(argv=None) -> list:
               (f"  x cached {row['vs_cached']:.3f}" if "vs_cached" in row else ""))
     from benchmarks.__main__ import RESULTS, write
     from benchmarks.machine import tag
-    stem = RESULTS / f"speech-{a.name or _stem(a.model).name}-{tag()}"
+    stem = RESULTS / f"speech-{a.name or checkpoint_stem(a.model).name}-{tag()}"
     write(rows, stem, {"model": str(a.model), "static": str(a.static) if a.static else None, "data": a.data,
                        "utterances": len(clips), "audio_s": audio, "rounds": a.rounds, "threads": a.threads,
                        "uncached": a.uncached,

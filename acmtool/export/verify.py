@@ -199,10 +199,9 @@ def verify_line(report: dict) -> str:
         shown = ", ".join("default" if b is None else f"{b:g}" for b in report["budgets"])
         gates += f"; budget input checked at {shown}"
     top1 = f"{100 * report['top1_agreement']:.2f} %" if report["top1_agreement"] is not None else "n/a"
-    scale = report.get("output_scale")
-    allowed = report.get("allowed", report["tolerance"])
-    bound = f"allowed {allowed:.3g}" + (f": tolerance {report['tolerance']:g} x output scale {scale:.3g}"
-                                        if scale is not None and scale > 1 else "")
+    scale = report["output_scale"]
+    bound = f"allowed {report['allowed']:.3g}" + (f": tolerance {report['tolerance']:g} x output scale {scale:.3g}"
+                                                  if scale > 1 else "")
     return (f"{report['provider']}: max |ORT - PyTorch| = {report['max_abs_diff']:.3g} "
             f"({bound}); {gates}; "
             f"top-1 agreement {top1}")

@@ -6,19 +6,20 @@ from pathlib import Path
 from typing import Iterable
 
 
-def _stem(checkpoint) -> Path:
+def checkpoint_stem(checkpoint) -> Path:
+    """NAME for NAME.acm.safetensors (and NAME.safetensors): what the outputs are named after."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors").removesuffix(".acm"))
 
 
 def onnx_path(checkpoint) -> Path:
     """NAME.acm.onnx beside NAME.acm.safetensors: never the dense model's NAME.onnx."""
-    stem = _stem(checkpoint)
+    stem = checkpoint_stem(checkpoint)
     return stem.with_name(stem.name + ".acm.onnx")
 
 
 def report_path(checkpoint) -> Path:
-    stem = _stem(checkpoint)
+    stem = checkpoint_stem(checkpoint)
     return stem.with_name(stem.name + ".report.json")
 
 
