@@ -1,5 +1,6 @@
 """acmtool bench and its logic (acmtool.runtime.bench), and the demo's ONNX helpers, on tiny models."""
 import json
+import time
 from collections import namedtuple
 
 import numpy as np
@@ -148,6 +149,18 @@ def test_interleaved_rounds_rotate_the_order():
     times = time_interleaved(runs, warmup=1, iters=4)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
     assert all(t.shape == (4,) and (t >= 0).all() for t in times.values())
+
+
+def test_interleaved_runs_start_after_a_pause():
+    # each timed run of several waits `cooldown` after the previous one; a run alone never waits
+    marks = []
+    runs = {"a": lambda: marks.append(time.perf_counter()), "b": lambda: marks.append(time.perf_counter())}
+    time_interleaved(runs, warmup=0, iters=3, cooldown=0.02)
+    assert min(b - a for a, b in zip(marks, marks[1:])) >= 0.02
+    marks.clear()
+    started = time.perf_counter()
+    time_interleaved({"a": runs["a"]}, warmup=0, iters=3, cooldown=1.0)
+    assert time.perf_counter() - started < 1.0 and len(marks) == 3
 
 
 # --- the demo's helpers -------------------------------------------------------------------------

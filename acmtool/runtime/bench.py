@@ -8,8 +8,9 @@ axis); integer inputs named like an attention mask are ones, token type ids zero
 0..seq-1, any other integer input (input_ids) uniform in [0, vocab); float inputs standard normal.
 A model and its baseline that share an input name and shape get the same array.
 
-With a baseline the two run interleaved, one run of each per round (the order alternating), so a
-slow spell of the machine hits both alike; the speed-up is the median over rounds of
+With a baseline the two run interleaved, one run of each per round (the order alternating, each
+after a pause that lets the other session's threads stop spinning), so a slow spell of the machine
+hits both alike; the speed-up is the median over rounds of
 baseline time / model time (above 1: the model is faster). On CUDA the inputs and outputs are
 bound on the device (IOBinding), so host-device copies are not timed.
 """
@@ -25,6 +26,11 @@ import numpy as np
 from acmtool.errors import AcmInputError
 
 PERCENTILES = (50, 90, 99)
+# The pause before each interleaved run. Measured on 2 cores (ViT-S, batch 1, two sessions of 2
+# intra-op threads, ONNX Runtime 1.32): with no pause both medians rose by up to 40 % over each
+# session's time alone and the speed-up moved by up to 0.17 either way, still off after 20 ms;
+# from 40 ms on the medians matched the sessions' times alone.
+COOLDOWN_S = 0.05
 # Providers whose inputs and outputs are bound on the device: provider -> OrtValue device type.
 DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -144,9 +150,15 @@ def runner(sess, feeds: dict, provider: str) -> Callable[[], None]:
     return run
 
 
-def time_interleaved(runs: dict, warmup: int, iters: int) -> dict:
-    """{name: seconds per run [iters]}: every round runs each once, the order rotating per round."""
+def time_interleaved(runs: dict, warmup: int, iters: int, cooldown: Optional[float] = None) -> dict:
+    """{name: seconds per run [iters]}: every round runs each once, the order rotating per round.
+
+    With more than one run, each timed run starts after a pause of `cooldown` seconds (COOLDOWN_S
+    when None): a session's intra-op threads go on spinning after its run, so without the pause the
+    next session's run shares the cores with them and its time says more about the order than
+    about the model."""
     names = list(runs)
+    pause = (COOLDOWN_S if cooldown is None else cooldown) if len(names) > 1 else 0.0
     for _ in range(warmup):
         for name in names:
             runs[name]()
@@ -154,6 +166,8 @@ def time_interleaved(runs: dict, warmup: int, iters: int) -> dict:
     for r in range(iters):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            if pause:
+                time.sleep(pause)
             start = time.perf_counter()
             runs[name]()
             times[name][r] = time.perf_counter() - start
