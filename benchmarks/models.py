@@ -98,6 +98,7 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                 mods = dict(acm_modules(acm))
                 full = {n: float(mods[n].num_learners) for n in dense}
                 ratio = model_flops(acm, acm_info(acm)["flops_profile"], mean_k | full)["ratio"]
+            gated = gated_budget(acm, mean_k, dense)
             acm_path = export(acm, ex, folder / f"{safe}-{targets.replace('+', '_')}-b{bud}.onnx", dense)
             del acm
             for b in batches:
@@ -105,7 +106,7 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                                   max_seconds=max_seconds, profile_runs=profile_runs)
                 rep = bench(acm_path, cfg, baseline=dense_path)
                 row = {"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
-                       "dense_fallback": len(dense),
+                       "dense_fallback": len(dense), "gated_budget": gated,
                        "flops_ratio": ratio, "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
                        "iters": rep["config"]["iters"],
                        **{f"dense_{k}": rep["baseline"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
@@ -120,6 +121,26 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                     f"{100 * row['share_of_ideal']:.0f} % of it)")
             os.remove(acm_path)
     return rows
+
+
+def gated_budget(acm, mean_k: dict, dense: dict) -> float | None:
+    """The mean k / N of the ACMs that run gated (not the dense fallbacks), weighted by their FLOPs:
+    the share of their dense time the kernels should take."""
+    gated = [(m, mean_k[n]) for n, m in acm_modules(acm) if n in mean_k and n not in dense]
+    full = sum(m.flops_at(m.num_learners) for m, _ in gated)
+    return sum(m.flops_at(m.num_learners) * k / m.num_learners for m, k in gated) / full if full else None
+
+
+def time_ideal(r: dict) -> float | None:
+    """The speed-up if the gated blocks took exactly their budget's share of their dense time and
+    gates, sorting and every other node cost nothing extra: the FLOPs ideal with each node's
+    measured time in place of its FLOPs (the attention core, LayerNorm and softmax run far below
+    the GEMMs' FLOP rate, so they weigh more here). None without a profile."""
+    if "acm_rest_ms" not in r or r.get("gated_budget") is None:
+        return None
+    fixed = r["acm_rest_ms"] + r.get("acm_dense_blocks_ms", 0.0)
+    blocks = r["dense_nodes_ms"] - fixed  # the gated blocks' time in the dense model (an estimate)
+    return r["dense_nodes_ms"] / (fixed + r["gated_budget"] * max(blocks, 0.0))
 
 
 def profile_fields(acm: dict, dense: dict) -> dict:
@@ -150,13 +171,16 @@ def render_profile(rows: list[dict], top: int = 3) -> str:
         ratio = (r["acm_learners_ms"] + r["acm_gates_ms"]) / gated if gated > 0 else float("nan")
         outside = (f"{r['dense_run_ms'] - r['dense_nodes_ms']:.1f}/{r['acm_run_ms'] - sum_nodes(r):.1f}"
                    if "acm_run_ms" in r else "-")
+        ideal = time_ideal(r)
         body.append([r["model"], r["targets"], f"{r['budget']:.2f}", str(r["batch"]), f"{r['dense_nodes_ms']:.2f}",
                      f"{r['acm_learners_ms']:.2f}", f"{r['acm_gates_ms']:.2f}",
                      f"{r.get('acm_dense_blocks_ms', 0.0):.2f}", f"{r['acm_rest_ms']:.2f}", f"{ratio:.2f}", outside,
+                     "-" if ideal is None else f"{ideal:.2f}x",
+                     "-" if ideal is None else f"{100 * r['speedup'] / ideal:.0f} %",
                      ", ".join(f"{op} {acm.get(op, 0) - dense.get(op, 0):+.2f}" for op in diff)])
     return table(["model", "targets", "budget", "batch", "dense nodes ms", "ACM learners ms", "ACM gates ms",
                   "ACM dense blocks ms", "ACM rest ms", "gated blocks ACM/dense", "outside nodes ms dense/ACM",
-                  "largest differences, ACM - dense ms"], body)
+                  "time ideal", "speed-up of it", "largest differences, ACM - dense ms"], body)
 
 
 def sum_nodes(r: dict) -> float:

@@ -49,6 +49,16 @@ def test_models_tiny(tmp_path):
     assert r["acm_learners_ms"] > 0 and r["acm_gates_ms"] > 0 and r["acm_rest_ms"] > 0 and r["dense_nodes_ms"] > 0
     assert "DynamicLearners" in r["acm_by_type_ms"] and "DynamicLearners" not in r["dense_by_type_ms"]
     assert "ACM gates ms" in models.render_profile(rows)
+    assert r["gated_budget"] == pytest.approx(r["achieved_budget"], abs=0.3) and models.time_ideal(r) > 1
+
+
+def test_time_ideal_weighs_the_nodes_by_their_measured_time():
+    from benchmarks import models
+    # dense 100 ms: 40 in the gated blocks, 60 elsewhere (rest 50 + a dense fallback block 10);
+    # at a gated budget of 0.25 the blocks would take 10 ms: 100 / 70
+    row = {"dense_nodes_ms": 100.0, "acm_rest_ms": 50.0, "acm_dense_blocks_ms": 10.0, "gated_budget": 0.25}
+    assert models.time_ideal(row) == pytest.approx(100 / 70)
+    assert models.time_ideal({"dense_nodes_ms": 100.0}) is None  # no profile
 
 
 def test_pareto_and_entry_point(tmp_path, capsys):
