@@ -1,6 +1,7 @@
 """One entry point for acmtool's benchmarks.
 
-    python -m benchmarks run [--quick] [--accuracy] [--skip-ops] [--skip-models] [--threads T] [--out DIR] [--work DIR]
+    python -m benchmarks run [--quick] [--accuracy] [--skip-ops] [--skip-models] [--budgets B ...] [--threads T]
+                             [--out DIR] [--work DIR]
 
 1. operator level (benchmarks.ops): DynamicLearners vs the dense MLP and the standard-ops graph in
    ONNX Runtime, and PyTorch grouped/naive vs dense, over budgets and token counts; CPU, and CUDA
@@ -83,7 +84,7 @@ def run_ops(a, suffix: str) -> dict:
 def run_models(a, suffix: str) -> dict:
     from benchmarks import models
     names = models.QUICK_MODELS if a.quick else models.MODELS
-    budgets = (0.5,) if a.quick else (0.25, 0.5, 0.75)
+    budgets = a.budgets or ((0.5,) if a.quick else (0.25, 0.5, 0.75))
     targets = ("mlp",) if a.quick else ("mlp", "mlp+attn")
     batches = (1, 8)
     # a full run time-boxes each comparison (ViT-B at batch 8 takes seconds a round on 2 cores)
@@ -100,7 +101,8 @@ def run_models(a, suffix: str) -> dict:
     print(models.render(rows))
     print(f"\nwhere the time goes (ONNX Runtime's profiler, {models.PROFILE_RUNS} runs; node kernel times in ms per run)")
     print(models.render_profile(rows))
-    write(rows, a.out / f"bench-models-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
+    only = "-b" + "-".join(f"{b:g}" for b in a.budgets) if a.budgets else ""
+    write(rows, a.out / f"bench-models{only}-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
     return {"models": readme.indented(models.render(rows)),
             "models-profile": readme.indented(models.render_profile(rows))}
 
@@ -152,7 +154,11 @@ def main(argv=None) -> int:
     r.add_argument("--work", type=Path, default=None,
                    help="checkpoints of the accuracy-vs-latency part (default ~/.cache/acmtool/pareto)")
     r.add_argument("--no-readme", action="store_true", help="leave README.md's tables as they are")
+    r.add_argument("--budgets", type=float, nargs="+", default=None,
+                   help="the model level at these budgets only (its own result file; the README is left as it is)")
     a = p.parse_args(argv)
+    if a.budgets and not all(0 < b <= 1 for b in a.budgets):
+        p.error(f"--budgets must be in (0, 1]; got {' '.join(map(str, a.budgets))}")
     started = time.time()
     suffix = "-quick" if a.quick else ""
     print(f"setup: {setup()}")
@@ -167,7 +173,7 @@ def main(argv=None) -> int:
     print(f"\nbenchmarks done in {(time.time() - started) / 60:.1f} min")
     # the README shows full runs into the repository's results only: a --quick run (CI) or one
     # written elsewhere prints its tables and leaves the README alone
-    if not a.quick and not a.no_readme and a.out.resolve() == RESULTS.resolve():
+    if not a.quick and not a.no_readme and not a.budgets and a.out.resolve() == RESULTS.resolve():
         if not a.skip_ops and not a.skip_models:  # the setup line speaks for both speed parts
             blocks["setup"] = readme.setup_line(setup(), a.threads, speed_minutes)
         done = readme.update(blocks)

@@ -146,17 +146,20 @@ def test_fixed_batch_axis():
 def test_interleaved_rounds_rotate_the_order():
     calls = []
     runs = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    times = time_interleaved(runs, warmup=1, iters=4)
+    times = time_interleaved(runs, warmup=1, iters=4, cooldown=0)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
     assert all(t.shape == (4,) and (t >= 0).all() for t in times.values())
 
 
-def test_interleaved_runs_start_after_a_pause():
-    # each timed run of several waits `cooldown` after the previous one; a run alone never waits
+def test_interleaved_runs_start_after_a_pause_and_an_untimed_run():
+    # each timed run of several comes after a pause of `cooldown` and one untimed run of its own,
+    # straight before it; a run alone never waits
     marks = []
-    runs = {"a": lambda: marks.append(time.perf_counter()), "b": lambda: marks.append(time.perf_counter())}
+    runs = {n: (lambda n=n: marks.append((n, time.perf_counter()))) for n in "ab"}
     time_interleaved(runs, warmup=0, iters=3, cooldown=0.02)
-    assert min(b - a for a, b in zip(marks, marks[1:])) >= 0.02
+    assert [n for n, _ in marks] == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
+    gaps = [b - a for (_, a), (_, b) in zip(marks, marks[1:])]
+    assert min(gaps[1::2]) >= 0.02  # the pause comes before each pair
     marks.clear()
     started = time.perf_counter()
     time_interleaved({"a": runs["a"]}, warmup=0, iters=3, cooldown=1.0)

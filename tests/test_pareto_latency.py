@@ -84,8 +84,12 @@ def test_every_model_sees_the_same_batch_in_a_round():
             self.seen.append(feeds["x"])
     a, b = Recorder(), Recorder()
     batches = [{"x": i} for i in range(3)]
-    time_interleaved({"a": pl.cycling_run(a, batches), "b": pl.cycling_run(b, batches)}, 2, 5)
-    assert a.seen == b.seen == [0, 1, 2, 0, 1, 2, 0]  # 2 warm-up calls, then 5 rounds
+    primers = {n: (lambda r=r: r.run(None, {"x": "primer"})) for n, r in (("a", a), ("b", b))}
+    time_interleaved({"a": pl.cycling_run(a, batches), "b": pl.cycling_run(b, batches)}, 2, 5, cooldown=0.001,
+                     primers=primers)
+    assert a.seen == b.seen
+    assert [x for x in a.seen if x != "primer"] == [0, 1, 2, 0, 1, 2, 0]  # 2 warm-up calls, then 5 rounds
+    assert a.seen.count("primer") == 5  # one untimed run before each timed one
 
 
 def test_table_and_plot(done, tmp_path):

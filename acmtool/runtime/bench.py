@@ -26,7 +26,7 @@ import numpy as np
 from acmtool.errors import AcmInputError
 
 PERCENTILES = (50, 90, 99)
-# The pause before each interleaved run. Measured on 2 cores (ViT-S, batch 1, two sessions of 2
+# The pause before each interleaved run (and its untimed run). Measured on 2 cores (ViT-S, batch 1, two sessions of 2
 # intra-op threads, ONNX Runtime 1.32): with no pause both medians rose by up to 40 % over each
 # session's time alone and the speed-up moved by up to 0.17 either way, still off after 20 ms;
 # from 40 ms on the medians matched the sessions' times alone.
@@ -150,13 +150,17 @@ def runner(sess, feeds: dict, provider: str) -> Callable[[], None]:
     return run
 
 
-def time_interleaved(runs: dict, warmup: int, iters: int, cooldown: Optional[float] = None) -> dict:
+def time_interleaved(runs: dict, warmup: int, iters: int, cooldown: Optional[float] = None,
+                     primers: Optional[dict] = None) -> dict:
     """{name: seconds per run [iters]}: every round runs each once, the order rotating per round.
 
-    With more than one run, each timed run starts after a pause of `cooldown` seconds (COOLDOWN_S
-    when None): a session's intra-op threads go on spinning after its run, so without the pause the
-    next session's run shares the cores with them and its time says more about the order than
-    about the model."""
+    With more than one run, each timed run comes after a pause of `cooldown` seconds (COOLDOWN_S
+    when None) and one untimed run of its own: a session's intra-op threads go on spinning after
+    its run, so without the pause the next session's run shares the cores with them and its time
+    says more about the order than about the model; and after the pause the cores and threads
+    sleep, which the untimed run wakes (on this VM that took milliseconds: a run of a few tokens
+    timed straight after a pause measured its wake-up). `primers` ({name: callable}) replaces a
+    run's untimed run, for runs whose calls must not be spent on it."""
     names = list(runs)
     pause = (COOLDOWN_S if cooldown is None else cooldown) if len(names) > 1 else 0.0
     for _ in range(warmup):
@@ -168,6 +172,7 @@ def time_interleaved(runs: dict, warmup: int, iters: int, cooldown: Optional[flo
         for name in names[shift:] + names[:shift]:
             if pause:
                 time.sleep(pause)
+                (primers or runs).get(name, runs[name])()
             start = time.perf_counter()
             runs[name]()
             times[name][r] = time.perf_counter() - start
