@@ -1,7 +1,7 @@
 """One entry point for acmtool's benchmarks.
 
     python -m benchmarks run [--quick] [--accuracy] [--skip-ops] [--skip-models] [--budgets B ...] [--threads T]
-                             [--out DIR] [--work DIR]
+                             [--out DIR] [--work DIR] [--verify-only]
 
 1. operator level (benchmarks.ops): DynamicLearners vs the dense MLP and the standard-ops graph in
    ONNX Runtime, and PyTorch grouped/naive vs dense, over budgets and token counts; CPU, and CUDA
@@ -81,11 +81,18 @@ def run_ops(a, suffix: str) -> dict:
             "ops-ort": readme.indented(ops.render_ort(ort_rows)), "ops-torch": readme.indented(ops.render_torch(torch_rows))}
 
 
-def run_models(a, suffix: str) -> dict:
+def model_grid(a) -> tuple:
+    """(models, budgets, targets, the result files' budgets tag) of the model level."""
     from benchmarks import models
     names = models.QUICK_MODELS if a.quick else models.MODELS
     budgets = a.budgets or ((0.5,) if a.quick else (0.25, 0.5, 0.75))
-    targets = ("mlp",) if a.quick else ("mlp", "mlp+attn")
+    only = "-b" + "-".join(f"{b:g}" for b in a.budgets) if a.budgets else ""
+    return names, budgets, ("mlp",) if a.quick else ("mlp", "mlp+attn"), only
+
+
+def run_models(a, suffix: str) -> dict:
+    from benchmarks import models
+    names, budgets, targets, only = model_grid(a)
     batches = (1, 8)
     # a full run time-boxes each comparison (ViT-B at batch 8 takes seconds a round on 2 cores)
     warmup, iters, seconds = (1, 5, None) if a.quick else (3, 50, MODEL_SECONDS)
@@ -101,10 +108,22 @@ def run_models(a, suffix: str) -> dict:
     print(models.render(rows))
     print(f"\nwhere the time goes (ONNX Runtime's profiler, {models.PROFILE_RUNS} runs; node kernel times in ms per run)")
     print(models.render_profile(rows))
-    only = "-b" + "-".join(f"{b:g}" for b in a.budgets) if a.budgets else ""
     write(rows, a.out / f"bench-models{only}-{tag()}-t{a.threads}{suffix}", {"quick": a.quick, "threads": a.threads})
     return {"models": readme.indented(models.render(rows)),
             "models-profile": readme.indented(models.render_profile(rows))}
+
+
+def run_verify(a, suffix: str) -> None:
+    """The model level's ACM models checked against PyTorch (acmtool verify), without the timing."""
+    from benchmarks import models
+    names, budgets, targets, only = model_grid(a)
+    print("\n== model level, verify only: ONNX Runtime against PyTorch on a random batch of 2 ==")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            rows += models.verify_rows(name, budgets, targets, Path(tmp))
+    write(rows, a.out / f"verify-models{only}-{tag()}{suffix}", {"quick": a.quick})
+    print(f"verify: {sum(r['verify_passed'] for r in rows)} of {len(rows)} models passed")
 
 
 def run_accuracy(a) -> dict:
@@ -154,6 +173,8 @@ def main(argv=None) -> int:
     r.add_argument("--work", type=Path, default=None,
                    help="checkpoints of the accuracy-vs-latency part (default ~/.cache/acmtool/pareto)")
     r.add_argument("--no-readme", action="store_true", help="leave README.md's tables as they are")
+    r.add_argument("--verify-only", action="store_true",
+                   help="only check the model level's ACM models against PyTorch (acmtool verify); no timing")
     r.add_argument("--budgets", type=float, nargs="+", default=None,
                    help="the model level at these budgets only (its own result file; the README is left as it is)")
     a = p.parse_args(argv)
@@ -162,6 +183,9 @@ def main(argv=None) -> int:
     started = time.time()
     suffix = "-quick" if a.quick else ""
     print(f"setup: {setup()}")
+    if a.verify_only:
+        run_verify(a, suffix)
+        return 0
     blocks = {}
     if not a.skip_ops:
         blocks |= run_ops(a, suffix)

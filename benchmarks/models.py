@@ -86,8 +86,7 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                model_kwargs: dict | None = None, max_seconds: float | None = None,
                profile_runs: int = PROFILE_RUNS) -> list[dict]:
     model, ex = load(name, model_kwargs)
-    safe = name.replace(":", "_").replace("/", "_")
-    dense_path = export(model, ex, folder / f"{safe}-dense.onnx")
+    dense_path = export(model, ex, folder / f"{_safe(name)}-dense.onnx")
     rows = []
     for targets in targets_list:
         for bud in budgets:
@@ -99,14 +98,15 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                 full = {n: float(mods[n].num_learners) for n in dense}
                 ratio = model_flops(acm, acm_info(acm)["flops_profile"], mean_k | full)["ratio"]
             gated = gated_budget(acm, mean_k, dense)
-            acm_path = export(acm, ex, folder / f"{safe}-{targets.replace('+', '_')}-b{bud}.onnx", dense)
+            acm_path = export(acm, ex, acm_onnx_path(folder, name, targets, bud), dense)
+            checked = verified(acm_path, acm, ex)
             del acm
             for b in batches:
                 cfg = BenchConfig(batch=b, seq=SEQ, warmup=warmup, iters=iters, threads=threads, provider=provider,
                                   max_seconds=max_seconds, profile_runs=profile_runs)
                 rep = bench(acm_path, cfg, baseline=dense_path)
                 row = {"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
-                       "dense_fallback": len(dense), "gated_budget": gated,
+                       "dense_fallback": len(dense), "gated_budget": gated, **checked,
                        "flops_ratio": ratio, "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
                        "iters": rep["config"]["iters"],
                        **{f"dense_{k}": rep["baseline"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
@@ -121,6 +121,41 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                     f"{100 * row['share_of_ideal']:.0f} % of it)")
             os.remove(acm_path)
     return rows
+
+
+def _safe(name: str) -> str:
+    return name.replace(":", "_").replace("/", "_")
+
+
+def acm_onnx_path(folder: Path, name: str, targets: str, budget: float) -> Path:
+    return folder / f"{_safe(name)}-{targets.replace('+', '_')}-b{budget}.onnx"
+
+
+def verify_rows(name: str, budgets, targets_list, folder: Path, log=print,
+                model_kwargs: dict | None = None) -> list[dict]:
+    """model_rows' models, exported as it exports them, verified without the timing."""
+    model, ex = load(name, model_kwargs)
+    rows = []
+    for targets in targets_list:
+        for bud in budgets:
+            acm, achieved, _, mean_k = make_acm(model, ex, targets, bud)
+            dense = dense_choice(acm, mean_k)
+            path = export(acm, ex, acm_onnx_path(folder, name, targets, bud), dense)
+            rows.append({"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
+                         "dense_fallback": len(dense), **verified(path, acm, ex)})
+            log(f"  {name} {targets} budget {bud}: verify {_verify_cell(rows[-1])}")
+            os.remove(path)
+    return rows
+
+
+def verified(acm_path: Path, acm, ex) -> dict:
+    """`acmtool verify` of the exported ACM model against the PyTorch one, on one random batch of 2
+    (and at the budget input's checked budgets): the speed was measured on a model that computes
+    what the checkpoint computes."""
+    from acmtool.export.verify import verify
+    report = verify(acm_path, acm, [_batched(ex, 2, torch.Generator().manual_seed(1))])
+    return {"verify_passed": report["passed"], "verify_max_abs_diff": report["max_abs_diff"],
+            "verify_allowed": report["allowed"], "verify_k_agreement": report["k_agreement"]}
 
 
 def gated_budget(acm, mean_k: dict, dense: dict) -> float | None:
@@ -189,10 +224,18 @@ def sum_nodes(r: dict) -> float:
 
 def render(rows: list[dict]) -> str:
     return table(["model", "targets", "budget", "achieved", "FLOPs ratio", "batch", "rounds", "dense p50/p90/p99 ms",
-                  "ACM p50/p90/p99 ms", "dense /s", "ACM /s", "speed-up", "ideal", "of ideal"],
+                  "ACM p50/p90/p99 ms", "dense /s", "ACM /s", "speed-up", "ideal", "of ideal", "verify"],
                  [[r["model"], r["targets"], f"{r['budget']:.2f}", f"{r['achieved_budget']:.3f}",
                    f"{r['flops_ratio']:.3f}", str(r["batch"]), str(r.get("iters", "-")),
                    "/".join(f"{r[f'dense_p{p}_ms']:.1f}" for p in (50, 90, 99)),
                    "/".join(f"{r[f'acm_p{p}_ms']:.1f}" for p in (50, 90, 99)),
                    f"{r['dense_samples_per_s']:.1f}", f"{r['acm_samples_per_s']:.1f}", f"{r['speedup']:.2f}x",
-                   f"{r['ideal_speedup']:.2f}x", f"{100 * r['speedup'] / r['ideal_speedup']:.0f} %"] for r in rows])
+                   f"{r['ideal_speedup']:.2f}x", f"{100 * r['speedup'] / r['ideal_speedup']:.0f} %",
+                   _verify_cell(r)] for r in rows])
+
+
+def _verify_cell(r: dict) -> str:
+    """'ok' / 'FAILED' with the largest |ORT - PyTorch|; '-' for rows measured before verify ran."""
+    if "verify_passed" not in r:
+        return "-"
+    return f"{'ok' if r['verify_passed'] else 'FAILED'} {r['verify_max_abs_diff']:.1e}"

@@ -50,6 +50,21 @@ def test_models_tiny(tmp_path):
     assert "DynamicLearners" in r["acm_by_type_ms"] and "DynamicLearners" not in r["dense_by_type_ms"]
     assert "ACM gates ms" in models.render_profile(rows)
     assert r["gated_budget"] == pytest.approx(r["achieved_budget"], abs=0.3) and models.time_ideal(r) > 1
+    # the benchmarked ONNX model computes what the PyTorch model computes
+    assert r["verify_passed"] and r["verify_max_abs_diff"] <= r["verify_allowed"] and r["verify_k_agreement"] == 1.0
+    assert " ok " in models.render(rows)
+
+
+def test_verify_rows_check_every_model_without_timing(tmp_path):
+    _library_or_skip()
+    from benchmarks import models
+    kwargs = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "num_classes": 3}
+    rows = models.verify_rows("timm:vit_tiny_patch16_224", (0.25, 0.75), ("mlp", "mlp+attn"), tmp_path,
+                              log=lambda *_: None, model_kwargs=kwargs)
+    assert [(r["targets"], r["budget"]) for r in rows] == [("mlp", 0.25), ("mlp", 0.75), ("mlp+attn", 0.25),
+                                                           ("mlp+attn", 0.75)]
+    assert all(r["verify_passed"] and r["verify_max_abs_diff"] <= r["verify_allowed"] for r in rows)
+    assert not list(tmp_path.iterdir())  # the exports are removed
 
 
 def test_time_ideal_weighs_the_nodes_by_their_measured_time():

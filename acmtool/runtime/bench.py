@@ -9,8 +9,8 @@ axis); integer inputs named like an attention mask are ones, token type ids zero
 A model and its baseline that share an input name and shape get the same array.
 
 With a baseline the two run interleaved, one run of each per round (the order alternating, each
-after a pause that lets the other session's threads stop spinning), so a slow spell of the machine
-hits both alike; the speed-up is the median over rounds of
+after a pause that lets the other session's threads stop spinning and an untimed run that wakes the
+cores again), so a slow spell of the machine hits both alike; the speed-up is the median over rounds of
 baseline time / model time (above 1: the model is faster). On CUDA the inputs and outputs are
 bound on the device (IOBinding), so host-device copies are not timed.
 """
@@ -26,10 +26,10 @@ import numpy as np
 from acmtool.errors import AcmInputError
 
 PERCENTILES = (50, 90, 99)
-# The pause before each interleaved run (and its untimed run). Measured on 2 cores (ViT-S, batch 1, two sessions of 2
-# intra-op threads, ONNX Runtime 1.32): with no pause both medians rose by up to 40 % over each
-# session's time alone and the speed-up moved by up to 0.17 either way, still off after 20 ms;
-# from 40 ms on the medians matched the sessions' times alone.
+# The pause before each interleaved run (and before its untimed run). Measured on 2 cores (ViT-S,
+# batch 1, two sessions of 2 intra-op threads, ONNX Runtime 1.32): with no pause both medians rose
+# by up to 40 % over each session's time alone and the speed-up moved by up to 0.17 either way,
+# still off after 20 ms; from 40 ms on the medians matched the sessions' times alone.
 COOLDOWN_S = 0.05
 # Providers whose inputs and outputs are bound on the device: provider -> OrtValue device type.
 DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
