@@ -90,24 +90,14 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
     rows = []
     for targets in targets_list:
         for bud in budgets:
-            acm, achieved, ratio, mean_k = make_acm(model, ex, targets, bud)
-            # as `acmtool export` does: ACMs expected to cost DENSE_ABOVE of their block or more run densely
-            dense = dense_choice(acm, mean_k)
-            if dense:  # those blocks spend every learner (their gates' FLOPs still counted: a bound)
-                mods = dict(acm_modules(acm))
-                full = {n: float(mods[n].num_learners) for n in dense}
-                ratio = model_flops(acm, acm_info(acm)["flops_profile"], mean_k | full)["ratio"]
-            gated = gated_budget(acm, mean_k, dense)
-            acm_path = export(acm, ex, acm_onnx_path(folder, name, targets, bud), dense)
-            checked = verified(acm_path, acm, ex)
-            del acm
+            acm_path, fields = exported_acm(model, ex, name, targets, bud, folder)
             for b in batches:
                 cfg = BenchConfig(batch=b, seq=SEQ, warmup=warmup, iters=iters, threads=threads, provider=provider,
                                   max_seconds=max_seconds, profile_runs=profile_runs)
                 rep = bench(acm_path, cfg, baseline=dense_path)
-                row = {"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
-                       "dense_fallback": len(dense), "gated_budget": gated, **checked,
-                       "flops_ratio": ratio, "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
+                ratio = fields["flops_ratio"]
+                row = {"model": name, "targets": targets, "budget": bud, **fields,
+                       "ideal_speedup": 1 / ratio, "batch": b, "provider": provider,
                        "iters": rep["config"]["iters"],
                        **{f"dense_{k}": rep["baseline"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
                        **{f"acm_{k}": rep["model"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "samples_per_s")},
@@ -115,7 +105,7 @@ def model_rows(name: str, budgets, batches, targets_list, folder: Path, warmup: 
                 if profile_runs:
                     row.update(profile_fields(rep["model"]["profile"], rep["baseline"]["profile"]))
                 rows.append(row)
-                log(f"  {name} {targets} budget {bud} (achieved {achieved:.3f}) batch {b}: "
+                log(f"  {name} {targets} budget {bud} (achieved {fields['achieved_budget']:.3f}) batch {b}: "
                     f"dense p50 {row['dense_p50_ms']:.1f} ms, ACM p50 {row['acm_p50_ms']:.1f} ms, "
                     f"speed-up {row['speedup']:.2f}x (ideal {row['ideal_speedup']:.2f}x, "
                     f"{100 * row['share_of_ideal']:.0f} % of it)")
@@ -127,22 +117,31 @@ def _safe(name: str) -> str:
     return name.replace(":", "_").replace("/", "_")
 
 
-def acm_onnx_path(folder: Path, name: str, targets: str, budget: float) -> Path:
-    return folder / f"{_safe(name)}-{targets.replace('+', '_')}-b{budget}.onnx"
+def exported_acm(model, ex, name: str, targets: str, budget: float, folder: Path) -> tuple[Path, dict]:
+    """A calibrated ACM copy of `model` exported as `acmtool export` exports it (ACMs expected to
+    cost DENSE_ABOVE of their block or more as dense blocks) and verified: (its ONNX path, the row's
+    fields: achieved budget, dense fallbacks, gated budget, whole-model FLOPs ratio, verify)."""
+    acm, achieved, ratio, mean_k = make_acm(model, ex, targets, budget)
+    dense = dense_choice(acm, mean_k)
+    if dense:  # those blocks spend every learner (their gates' FLOPs still counted: a bound)
+        mods = dict(acm_modules(acm))
+        full = {n: float(mods[n].num_learners) for n in dense}
+        ratio = model_flops(acm, acm_info(acm)["flops_profile"], mean_k | full)["ratio"]
+    path = export(acm, ex, folder / f"{_safe(name)}-{targets.replace('+', '_')}-b{budget}.onnx", dense)
+    return path, {"achieved_budget": achieved, "dense_fallback": len(dense),
+                  "gated_budget": gated_budget(acm, mean_k, dense), "flops_ratio": ratio,
+                  **verified(path, acm, ex)}
 
 
 def verify_rows(name: str, budgets, targets_list, folder: Path, log=print,
                 model_kwargs: dict | None = None) -> list[dict]:
-    """model_rows' models, exported as it exports them, verified without the timing."""
+    """model_rows' models, exported and verified as it does, without the timing."""
     model, ex = load(name, model_kwargs)
     rows = []
     for targets in targets_list:
         for bud in budgets:
-            acm, achieved, _, mean_k = make_acm(model, ex, targets, bud)
-            dense = dense_choice(acm, mean_k)
-            path = export(acm, ex, acm_onnx_path(folder, name, targets, bud), dense)
-            rows.append({"model": name, "targets": targets, "budget": bud, "achieved_budget": achieved,
-                         "dense_fallback": len(dense), **verified(path, acm, ex)})
+            path, fields = exported_acm(model, ex, name, targets, bud, folder)
+            rows.append({"model": name, "targets": targets, "budget": bud, **fields})
             log(f"  {name} {targets} budget {bud}: verify {_verify_cell(rows[-1])}")
             os.remove(path)
     return rows

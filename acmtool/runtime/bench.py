@@ -28,7 +28,7 @@ from acmtool.errors import AcmInputError
 PERCENTILES = (50, 90, 99)
 # The pause before each interleaved run (and before its untimed run). Measured on 2 cores (ViT-S,
 # batch 1, two sessions of 2 intra-op threads, ONNX Runtime 1.32): with no pause both medians rose
-# by up to 40 % over each session's time alone and the speed-up moved by up to 0.17 either way,
+# by up to 40 % over each session's time alone and the speed-up moved by up to 0.25 either way,
 # still off after 20 ms; from 40 ms on the medians matched the sessions' times alone.
 COOLDOWN_S = 0.05
 # Providers whose inputs and outputs are bound on the device: provider -> OrtValue device type.
@@ -172,7 +172,7 @@ def time_interleaved(runs: dict, warmup: int, iters: int, cooldown: Optional[flo
         for name in names[shift:] + names[:shift]:
             if pause:
                 time.sleep(pause)
-                (primers or runs).get(name, runs[name])()
+                (primers or {}).get(name, runs[name])()
             start = time.perf_counter()
             runs[name]()
             times[name][r] = time.perf_counter() - start
