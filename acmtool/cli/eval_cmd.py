@@ -51,8 +51,9 @@ def render_eval(r: dict, where: str, name: Optional[str] = None, warn: bool = Tr
     elif r.get("task") == "transcription":
         lines.append(f"  word error rate (greedy decoding, against the transcripts): original "
                      f"{100 * r['teacher_wer']:.2f} %, {name} {100 * r['student_wer']:.2f} %")
-        lines.append(f"  top-1 agreement with the original on the transcripts' {r['eval_tokens']} tokens "
-                     f"(teacher-forced): {100 * r['top1_agreement']:.2f} %")
+        on = f"the audio's {r['eval_tokens']} frames" if r.get("decoding") == "ctc" else \
+            f"the transcripts' {r['eval_tokens']} tokens (teacher-forced)"
+        lines.append(f"  top-1 agreement with the original on {on}: {100 * r['top1_agreement']:.2f} %")
     elif r.get("task") == "classification":
         if "teacher_accuracy" in r:
             lines.append(f"  accuracy: original {100 * r['teacher_accuracy']:.2f} %, {name} "

@@ -6,8 +6,11 @@ preprocessor_config.json, else built from the model's config: num_mel_bins, 16 k
 labels as Hugging Face's fine-tuning recipe makes them: the tokens after <|startoftranscript|>
 (<|lang|><|transcribe|> for multilingual models, <|notimestamps|>), the text, <|endoftext|>. The
 model's decoder_start_token_id (<|startoftranscript|>) is put in front by the collate, as HF's
-shift_tokens_right does. A wav2vec2 SpeechPrep would carry a Wav2Vec2FeatureExtractor
-(`input_values`, pad_waveforms=True) and a character tokenizer instead; not built yet."""
+shift_tokens_right does.
+
+wav2vec2 (a CTC head): `input_values`, the raw waveform from the folder's Wav2Vec2FeatureExtractor
+(else built from the config), padded per batch with an attention mask, any length; labels are the
+transcript's characters (acmtool.data.ctc_tokens), decoded by collapsing frames, not generated."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from acmtool.data.ctc_tokens import CtcTokens, read_ctc_tokens
 from acmtool.data.task_data import Transcripts
 from acmtool.errors import AcmInputError
 
@@ -37,7 +41,9 @@ class SpeechPrep:
     pad_waveforms: bool = False  # variable-length inputs (wav2vec2): padded per batch, with a mask
 
     def transcripts(self) -> Transcripts:
-        """The decoding side of `tokens` (a WhisperTokens), for greedy decoding and the WER."""
+        """The decoding side of `tokens` (a WhisperTokens or CtcTokens), for greedy decoding and the WER."""
+        if isinstance(self.tokens, CtcTokens):
+            return Transcripts(prompt=(), end_id=-1, max_length=0, decode=self.tokens.text, blank=self.tokens.blank)
         if not isinstance(self.tokens, WhisperTokens):
             raise AcmInputError("transcripts need the model's tokenizer; give the model folder with its tokenizer.json")
         t = self.tokens
@@ -93,12 +99,11 @@ def speech_prep(model, spec: dict, transcripts: bool) -> SpeechPrep:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type == "wav2vec2":
-        raise AcmInputError("audio data for wav2vec2 models is not supported yet; use a Whisper model, or pass "
-                            "the model's inputs from Python (acmtool.data.python_data)")
+        return _wav2vec2_prep(model, spec, transcripts)
     if model_type != "whisper":
-        raise AcmInputError(f"audio data needs a speech model (Whisper); this is "
+        raise AcmInputError(f"audio data needs a speech model (Whisper, wav2vec2); this is "
                             f"{'a ' + model_type + ' model' if model_type else 'not a Hugging Face speech model'}")
-    folder = Path(spec["path"]) if isinstance(spec.get("path"), str) and Path(spec["path"]).is_dir() else None
+    folder = _model_folder(spec)
     extractor = _whisper_extractor(folder, config)
     tokenizer = None
     if transcripts:
@@ -122,15 +127,49 @@ def speech_prep(model, spec: dict, transcripts: bool) -> SpeechPrep:
     return prep
 
 
+def _model_folder(spec: dict) -> Optional[Path]:
+    path = spec.get("path")
+    return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
+
+
+def _wav2vec2_prep(model, spec: dict, transcripts: bool) -> SpeechPrep:
+    from transformers import Wav2Vec2FeatureExtractor
+    config, folder = model.config, _model_folder(spec)
+    tokens = None
+    if transcripts:
+        if not hasattr(model, "lm_head"):
+            raise AcmInputError(f"transcripts need a wav2vec2 model with a CTC head (Wav2Vec2ForCTC); this is a "
+                                f"{type(model).__name__}. For audio classes give class subfolders instead")
+        if folder is None:
+            raise AcmInputError("transcripts need the model's vocabulary; use the model folder with its vocab.json")
+        tokens = read_ctc_tokens(folder, int(config.pad_token_id))
+        if max(tokens.vocab.values()) >= config.vocab_size:
+            raise AcmInputError(f"{folder}/vocab.json has ids up to {max(tokens.vocab.values())} but the model's "
+                                f"head has {config.vocab_size}; the vocabulary belongs to another model")
+    if folder is not None and (folder / "preprocessor_config.json").is_file():
+        extractor = _from_folder(Wav2Vec2FeatureExtractor, folder)
+    else:  # the extractor wav2vec2 checkpoints ship: the mask where the feature encoder is layer-normed
+        extractor = Wav2Vec2FeatureExtractor(sampling_rate=WHISPER_RATE,
+                                             return_attention_mask=config.feat_extract_norm == "layer")
+    if extractor.feature_size != 1:
+        raise AcmInputError(f"{folder}/preprocessor_config.json gives {extractor.feature_size} features a sample; a "
+                            f"wav2vec2 model takes the raw waveform (1); the preprocessor belongs to another model")
+    return SpeechPrep(extractor, int(extractor.sampling_rate), tokens=tokens, pad_waveforms=True)
+
+
+def _from_folder(cls, folder: Path):
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # a damaged JSON or bad values raise anything from ValueError to KeyError
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise AcmInputError(f"{folder}/preprocessor_config.json could not be read ({first}); fix or remove "
+                            f"it") from None
+
+
 def _whisper_extractor(folder: Optional[Path], config):
     from transformers import WhisperFeatureExtractor
     if folder is not None and (folder / "preprocessor_config.json").is_file():
-        try:
-            extractor = WhisperFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-        except Exception as e:  # a damaged JSON or bad values raise anything from ValueError to KeyError
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise AcmInputError(f"{folder}/preprocessor_config.json could not be read ({first}); fix or remove "
-                                f"it") from None
+        extractor = _from_folder(WhisperFeatureExtractor, folder)
     else:  # CTranslate2 folders have none: Whisper's fixed front end, sized by the config
         extractor = WhisperFeatureExtractor(feature_size=int(config.num_mel_bins), sampling_rate=WHISPER_RATE)
     frames = 2 * int(config.max_source_positions)  # the encoder's stride-2 convolution halves the frames

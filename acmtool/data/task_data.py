@@ -12,12 +12,14 @@ from torch.utils.data import Dataset
 class Transcripts:
     """What greedy decoding and the word error rate need of a speech dataset's tokenizer: the ids
     every transcript starts from (<|startoftranscript|>, language and task, <|notimestamps|>), the
-    id that ends one, and ids -> text (special tokens dropped)."""
+    id that ends one, and ids -> text (special tokens dropped). A CTC model (wav2vec2) has no
+    prompt: `blank` is its blank id, and decoding collapses its frames' argmax instead."""
 
     prompt: tuple
     end_id: int
     max_length: int  # the decoder's positions, prompt included
     decode: Callable[[list], str] = field(repr=False)
+    blank: Optional[int] = None
 
 
 @dataclass

@@ -155,7 +155,7 @@ def _metadata(model: nn.Module, fmt: str, static: dict, dense: dict) -> dict:
 
 def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", force: bool = False,
                 dense: Optional[dict] = None, axes: Optional[dict] = None,
-                output_names: Optional[list] = None) -> Path:
+                output_names: Optional[list] = None, metadata: Optional[dict] = None) -> Path:
     """Write `path` (and, for a model over EXTERNAL_DATA_BYTES, `path`.data beside it) atomically;
     returns it. Refuses to replace an existing file unless force. The graph passes onnx.checker.
 
@@ -165,7 +165,8 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
 
     ACMs that run a fixed k (a static checkpoint) export as the dense MLPs they are, with their first
     k learners' weights: plain ONNX in both formats, no gate, no custom op. `dense` ({ACM name:
-    expected cost}, acmtool.export.dense_fallback) names ACMs to export as their dense block (k = N)."""
+    expected cost}, acmtool.export.dense_fallback) names ACMs to export as their dense block (k = N).
+    `metadata`: more metadata_props (a CTC model's vocabulary, acmtool.export.ctc_meta)."""
     import onnx
     if fmt not in FORMATS:
         raise AcmInputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -203,7 +204,7 @@ def export_onnx(model: nn.Module, path, example_inputs, fmt: str = "custom-op", 
         raise RuntimeError(f"{path.name}: the traced graph has {len(outputs)} outputs, not {len(output_names)}")
     for value, name in zip(outputs, output_names or ["output"]):
         value.name = name  # onnx_ir: every node that reads the value reads it under the new name
-    meta = _metadata(model, fmt, static, dense)
+    meta = {**_metadata(model, fmt, static, dense), **(metadata or {})}
     if table is not None:
         _default_budget(program.model, float(model.acmtool_info["budget"]))
         meta["acmtool.budget"] = json.dumps({"trained": float(model.acmtool_info["budget"]),
@@ -233,7 +234,9 @@ def export_model(model, path=None, example_inputs=None, format: str = "custom-op
     info = getattr(model, "acmtool_info", {}) or {}
     inputs = example_inputs if example_inputs is not None else _example_batch(model, info.get("source") or {})
     dense = dense_choice(model, mean_k_of_checkpoint(info), dense_above)
-    return export_onnx(model, path, inputs, format, force=force, dense=dense)
+    from acmtool.export.ctc_meta import ctc_metadata
+    return export_onnx(model, path, inputs, format, force=force, dense=dense,
+                       metadata=ctc_metadata(model, info.get("source") or {}))
 
 
 def _example_batch(model: nn.Module, source: dict):
@@ -271,5 +274,7 @@ def export_checkpoint(checkpoint, path=None, fmt: str = "custom-op", force: bool
         raise AcmInputError(f"{checkpoint}: ONNX export of encoder-decoder models other than Whisper "
                             f"({type(model).__name__}) is not supported yet; the checkpoint runs in PyTorch "
                             f"(acmtool.load, acmtool eval)")
-    inputs = _example_batch(model, model.acmtool_info["source"])
-    return export_onnx(model, path, inputs, fmt, force=force, dense=dense)
+    from acmtool.export.ctc_meta import ctc_metadata
+    source = model.acmtool_info["source"]
+    inputs = _example_batch(model, source)
+    return export_onnx(model, path, inputs, fmt, force=force, dense=dense, metadata=ctc_metadata(model, source))

@@ -16,14 +16,28 @@ def run_model(model: nn.Module, batch):
     return model(batch)
 
 
-def token_mask(inputs) -> Optional[torch.Tensor]:
+def token_mask(inputs, model: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
     """The mask of a batch's real tokens: the attention mask, else (an encoder-decoder fed its
     decoder's inputs, such as Whisper's) the decoder's. Users of it apply it only where a tensor's
-    leading shape matches it, so an encoder's tokens all count while the decoder's padding does not."""
+    leading shape matches it, so an encoder's tokens all count while the decoder's padding does not.
+    A waveform model (wav2vec2: `input_values`) given as `model` gets its mask over frames."""
     if not isinstance(inputs, dict):
         return None
     mask = inputs.get("attention_mask")
+    if mask is not None and model is not None and "input_values" in inputs:
+        return frame_mask(model, mask)
     return mask if mask is not None else inputs.get("decoder_attention_mask")
+
+
+def frame_mask(model: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """A waveform model's mask over samples [B, S] as one over the frames its feature encoder's
+    convolutions make of them [B, T]; the mask as is for a model without such an encoder."""
+    lengths_of = getattr(getattr(model, "module", model), "_get_feat_extract_output_lengths", None)
+    if lengths_of is None:
+        return mask
+    lengths = lengths_of(mask.sum(-1))
+    frames = int(lengths_of(torch.tensor(mask.shape[-1])))
+    return (torch.arange(frames, device=mask.device)[None] < lengths[:, None].to(mask.device)).long()
 
 
 def main_output(output, attention_mask: Optional[torch.Tensor] = None) -> tuple[str, torch.Tensor]:

@@ -446,8 +446,10 @@ def _hf_example(model: nn.Module, spec: dict):
             size = None
         size = tuple(size) if size else (config.image_size, config.image_size)
         return {"pixel_values": torch.randn(1, config.num_channels, *size)}
-    if kind == "wav2vec2":
-        return {"input_values": torch.randn(1, 16000)}
+    if kind == "wav2vec2":  # the mask where the feature encoder is layer-normed, as its extractor gives one
+        masked = getattr(config, "feat_extract_norm", None) == "layer"
+        return {"input_values": torch.randn(1, 16000),
+                **({"attention_mask": torch.ones(1, 16000, dtype=torch.long)} if masked else {})}
     if kind == "whisper":
         return {"input_features": torch.randn(1, config.num_mel_bins, 2 * config.max_source_positions),
                 "decoder_input_ids": torch.full((1, 1), config.decoder_start_token_id or 0)}

@@ -26,7 +26,7 @@ def _gate_inputs(model: nn.Module, batches, device) -> dict:
     try:
         for inputs in batches:
             inputs = to_device(inputs, device)
-            mask_box["mask"] = token_mask(inputs)
+            mask_box["mask"] = token_mask(inputs, model)
             run_model(model, inputs)
     finally:
         for h in handles:

@@ -63,7 +63,7 @@ class SiteCapture:
             handles.append(first.register_forward_hook(
                 lambda m, inp, out, i=i: caught.__setitem__((i, "in"), inp[0].detach())))
             handles.append(last.register_forward_hook(lambda m, inp, out, i=i: leave(m, inp, out, i)))
-        mask = token_mask(inputs)
+        mask = token_mask(inputs, self.teacher)
         try:
             with torch.set_grad_enabled(sensitivity):
                 output = run_model(self.teacher, inputs)

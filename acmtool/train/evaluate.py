@@ -42,10 +42,13 @@ def collect(model: nn.Module, loader, device, desc: str, max_batches: Optional[i
         if max_batches is not None and i >= max_batches:
             break
         inputs = to_device(inputs, device)
-        mask = token_mask(inputs)
+        mask = token_mask(inputs, model)
         kind, main = main_output(run_model(model, inputs), mask)
         outs.append(main.float().cpu())
-        labels.append(per_token(y, mask) if y.dim() == 2 else y)
+        if transcripts is not None and transcripts.blank is not None:
+            labels.append(torch.full((len(main),), -1, dtype=torch.long))  # CTC: no label per frame
+        else:
+            labels.append(per_token(y, mask) if y.dim() == 2 else y)
         for n, m in acms:
             if m.last_k is None:
                 continue
@@ -251,4 +254,6 @@ def evaluate(student: nn.Module, teacher: nn.Module, val_loader, device, profile
         original = original_side(original.outputs, original.probe_train)
     samples = per_sample(got, original, student_probe_train)
     report = {**summarise(samples, original), **budget_report(student, got["hist"], profile)}
+    if transcripts is not None and transcripts.blank is not None:
+        report["decoding"] = "ctc"  # its token figures are per audio frame, not per transcript token
     return report, Evaluation(report=report, samples=samples, original=original)

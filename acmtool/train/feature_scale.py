@@ -28,7 +28,7 @@ def embedding_scale(model, batches: list, device) -> Optional[torch.Tensor]:
     pooled = []
     for batch in batches:
         inputs = to_device(batch, device)
-        mask = token_mask(inputs)
+        mask = token_mask(inputs, model)
         kind, main = main_output(run_model(model, inputs), mask)
         if kind != "embedding":
             return None

@@ -114,7 +114,7 @@ class FinetuneObjective(nn.Module):
 
     def forward(self, inputs, labels: torch.Tensor, teacher_out) -> tuple[torch.Tensor, dict]:
         out = run_model(self.student, inputs)
-        mask = token_mask(inputs)
+        mask = token_mask(inputs, self.student)
         kind, s_main = main_output(out, mask)
         _, t_main = main_output(teacher_out, mask)
         if kind == "logits":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from acmtool.data.task_data import Transcripts
+from acmtool.train.ctc_decode import ctc_transcribe
 from acmtool.train.greedy_decode import greedy_decode, suppression_of
 from acmtool.train.wer import corpus_wer, paired_wer_difference, word_errors
 
@@ -14,13 +15,18 @@ from acmtool.train.wer import corpus_wer, paired_wer_difference, word_errors
 def transcribe_batch(model, inputs: dict, labels: torch.Tensor, transcripts: Transcripts) -> tuple[torch.Tensor, list]:
     """([B, 2] (word edits, reference words) per utterance, the decoded texts) for one batch;
     the references are the label rows (IGNORE_INDEX padding dropped) as text."""
-    features = inputs.get("input_features")
-    if features is None:
-        raise ValueError("word error rates need a speech model fed input_features (Whisper)")
-    suppress, at_begin = suppression_of(model)
-    prompt = list(transcripts.prompt)
-    ids = greedy_decode(model, features, prompt, transcripts.end_id, transcripts.max_length - len(prompt),
-                        suppress, at_begin)
+    if transcripts.blank is not None:  # CTC (wav2vec2): one pass, frames collapsed
+        if "input_values" not in inputs:
+            raise ValueError("CTC word error rates need a waveform model fed input_values (wav2vec2)")
+        ids = ctc_transcribe(model, inputs, transcripts.blank)
+    else:
+        features = inputs.get("input_features")
+        if features is None:
+            raise ValueError("word error rates need a speech model fed input_features (Whisper)")
+        suppress, at_begin = suppression_of(model)
+        prompt = list(transcripts.prompt)
+        ids = greedy_decode(model, features, prompt, transcripts.end_id, transcripts.max_length - len(prompt),
+                            suppress, at_begin)
     texts = [transcripts.decode(row) for row in ids]
     counts = []
     for row, text in zip(labels.tolist(), texts):
