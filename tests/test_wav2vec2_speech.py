@@ -140,7 +140,11 @@ def w2v_run(tmp_path_factory):
 
 def test_wav2vec2_converts_and_reports_word_error_rates(w2v_run):
     root, table, out, output = w2v_run
-    v = json.loads(out.with_name("w.report.json").read_text())["validation"]
+    report = json.loads(out.with_name("w.report.json").read_text())
+    stages = report["stage_seconds"]  # where the conversion's time went
+    assert list(stages) == ["prepare", "distill", "gates", "finetune", "budget", "evaluate", "export"]
+    assert all(s >= 0 for s in stages.values()) and sum(stages.values()) <= report["wall_time_s"] + stages["export"]
+    v = report["validation"]
     assert v["task"] == "transcription" and v["decoding"] == "ctc" and v["eval_samples"] == 6
     assert 0 <= v["teacher_wer"] and 0 <= v["student_wer"] and set(v["vs_original"]) == {"wer"}
     # the frames counted are the held-out clips' real ones, padding left out

@@ -3,6 +3,7 @@ calibrate the budget, evaluate, write the checkpoint and the report. Resumable a
 and every few minutes; under torchrun it trains with DistributedDataParallel."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -86,6 +87,7 @@ class Pipeline:
         self.model_obj, self.data_obj = model, data
         self.tokenizer, self.transform, self.write_files = tokenizer, transform, write_files
         self.started = time.time()
+        self.seconds: dict = {}  # wall time of each stage in this process (a resumed run: since resuming)
         self.ctx = init_distributed(opts.device)
         self.out = Path(opts.output)
         self.run = RunState(run_folder(self.out), opts.to_dict(), enabled=self.ctx.is_main)
@@ -93,6 +95,15 @@ class Pipeline:
     def log(self, msg: str) -> None:
         if self.ctx.is_main:
             print(msg, flush=True)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Adds the block's wall time to the report's stage_seconds: where a slow conversion's time goes."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - start
 
     # --- set-up ----------------------------------------------------------------------------
     def outputs(self) -> list:
@@ -339,24 +350,29 @@ class Pipeline:
     # --- the whole job -----------------------------------------------------------------------
     def __call__(self) -> dict:
         o = self.opts
-        self.prepare()
+        with self.timed("prepare"):
+            self.prepare()
         with GracefulStop() as stop:
             try:
-                self.distill(stop)
+                with self.timed("distill"):
+                    self.distill(stop)
                 if o.static:
                     apply_static_k(self.student, o.budget)
                 else:
-                    self.pretrain_gates(stop)
-                self.finetune(stop)
+                    with self.timed("gates"):
+                        self.pretrain_gates(stop)
+                with self.timed("finetune"):
+                    self.finetune(stop)
             except StopRequested:
                 self.log(f"stopped; the run is saved in {self.run.folder}. Resume with the same command and --resume")
                 raise
         self.student.eval()
         calibration = table = None
         if not o.static:
-            calibration = calibrate_budget(self.student, self.calib_batches, o.budget, self.ctx.device)
-            # the run-time budget knob (acmtool.set_budget, the ONNX model's budget input)
-            table = budget_table(self.student, self.calib_batches, o.budget, self.ctx.device)
+            with self.timed("budget"):
+                calibration = calibrate_budget(self.student, self.calib_batches, o.budget, self.ctx.device)
+                # the run-time budget knob (acmtool.set_budget, the ONNX model's budget input)
+                table = budget_table(self.student, self.calib_batches, o.budget, self.ctx.device)
             lo, hi = table["budgets"][0], table["budgets"][-1]
             self.log(f"budget knob: calibrated for budgets {lo:.2f} to {hi:.2f} ({len(table['budgets'])} points)")
         info = self.student.acmtool_info
@@ -365,7 +381,8 @@ class Pipeline:
             info["budget_table"] = {k: table[k] for k in ("budgets", "shifts", "conditioned") if k in table}
         if o.budget_range is not None:
             info["budget_range"] = list(o.budget_range)
-        report = self.report(calibration)
+        with self.timed("evaluate"):
+            report = self.report(calibration)
         report["budget_table"] = table
         info["report"] = report
         if self.ctx.is_main:
@@ -404,7 +421,7 @@ class Pipeline:
                 "convert_options": {k: v for k, v in o.to_dict().items() if k not in ("resume",)},
                 "targets": o.targets, "num_learners": o.num_learners, "processes": self.ctx.world,
                 "phases": self.run.data.get("history", {}), "budget_calibration": calibration,
-                "validation": validation, "wall_time_s": time.time() - self.started}
+                "validation": validation, "wall_time_s": time.time() - self.started, "stage_seconds": self.seconds}
 
     def write(self, report: dict) -> None:
         o = self.opts
@@ -412,10 +429,12 @@ class Pipeline:
             self._refuse_new_files()
         save(self.student.cpu(), self.out, source=self.spec)
         if o.onnx:  # replaces only what this run may replace: checked above and up front
-            report["onnx"] = export_after_convert(self.out, self.log, force=True)
+            with self.timed("export"):
+                report["onnx"] = export_after_convert(self.out, self.log, force=True)
             if report["onnx"]:
                 from acmtool.export.dense_fallback import exported_dense_blocks
                 report["onnx_dense_blocks"] = exported_dense_blocks(report["onnx"])
+        report["stage_seconds"] = dict(self.seconds)
         with atomic_path(report_path(self.out)) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         shutil.rmtree(self.run.folder, ignore_errors=True)
