@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from acmtool.errors import AcmInputError
 from acmtool.runtime import BudgetController
-from benchmarks.load import accuracy_curve, arrivals, serve, summarise
+from benchmarks.load import accuracy_curve, arrivals, ramp, serve, summarise
 
 
 def test_the_budget_falls_fast_when_over_target_and_rises_slowly_with_slack():
@@ -137,3 +137,8 @@ def test_the_accuracy_curve_comes_from_an_eval_report(tmp_path):
     xs, acc, original, metric = accuracy_curve(path)
     assert xs == [0.25, 0.75] and acc == pytest.approx([45.0, 49.0]) and original == 50.0
     assert metric == "drop-in probe" and accuracy_curve(None) is None
+
+
+def test_the_load_ramp_stops_short_of_what_the_lowest_budget_can_serve():
+    assert ramp(200.0, 400.0, 1.1, 0.85) == (100.0, pytest.approx(220.0))  # a wide range: the fixed model overloads
+    assert ramp(198.0, 235.0, 1.1, 0.85) == (99.0, pytest.approx(199.75))  # MiniLM at batch 1: capped
