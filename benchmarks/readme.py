@@ -13,7 +13,7 @@ from acmtool.cli.format import table
 from acmtool.io.atomic import atomic_path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCK = re.compile(r"(<!-- benchmarks:(?P<name>[a-z-]+) -->\n)(.*?)(<!-- /benchmarks:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"(<!-- benchmarks:(?P<name>[a-z0-9-]+) -->\n)(.*?)(<!-- /benchmarks:(?P=name) -->)", re.S)
 SUMMARY_TOKENS = 1576  # 8 x 197: a batch of 8 ViT images
 SUMMARY_BUDGETS = (0.25, 0.5, 1.0)
 
