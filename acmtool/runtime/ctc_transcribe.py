@@ -17,11 +17,6 @@ from acmtool.runtime.session import session
 KEY = "acmtool.ctc"  # acmtool.export.ctc_meta.KEY (that module needs torch)
 
 
-def is_ctc_model(path) -> bool:
-    path = Path(path)
-    return path.is_file() and KEY in read_header(path).metadata
-
-
 class CtcTranscriber:
     """`CtcTranscriber("m.acm.onnx")(["a.wav", ...])` -> the texts. budget: the ACMs' run-time
     budget (the graph's `budget` input; None: the trained one)."""
