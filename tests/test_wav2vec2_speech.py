@@ -213,3 +213,27 @@ def test_transcribe_refuses_models_it_cannot_read(w2v_run, tmp_path):
     onnx.save(model, str(vit))
     with pytest.raises(AcmInputError, match="not a CTC speech model"):
         CtcTranscriber(vit)
+
+
+def test_a_group_norm_model_exports_without_a_mask_and_transcribes_one_clip_a_run(tmp_path):
+    """wav2vec2-base's feature encoder (group norm) takes no attention mask: its graph has none, and
+    ONNX Runtime runs clips of different lengths one at a time, so padding never reaches it."""
+    from acmtool.export.dense_fallback import densified, exported_dense_blocks
+    from acmtool.io.checkpoint import load
+    from acmtool.runtime.ctc_transcribe import CtcTranscriber
+    from acmtool.train.ctc_decode import ctc_transcribe
+    tiny_wav2vec2(tmp_path / "w2v", norm="group")
+    table = transcript_folder(tmp_path / "clips", rows=CLIPS[:4])
+    out = tmp_path / "g.acm.safetensors"
+    args = ["convert", str(tmp_path / "w2v"), "--budget", "0.5", "--data", str(table), "--val-fraction", "0.5",
+            "--batch-size", "2", "--max-steps", "1", "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    ort = CtcTranscriber(out.with_name("g.acm.onnx"), threads=1)
+    assert "attention_mask" not in ort.inputs
+    paths = sorted(str(p) for p in table.parent.glob("*.wav"))
+    model = load(out).eval()
+    with densified(model, list(exported_dense_blocks(out.with_name("g.acm.onnx")))):  # as exported
+        ref = [spell(ctc_transcribe(model, {"input_values": torch.from_numpy(ort.waveform(p))[None]}, 0)[0],
+                     ort.chars, "|") for p in paths]
+    assert ort(paths, batch_size=4) == ref and len(set(ref)) > 1

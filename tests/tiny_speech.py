@@ -71,22 +71,23 @@ def transcript_folder(root, suffix=".tsv", rows=None):
 CHARS = ["<pad>", "<s>", "</s>", "<unk>", "|", *"EHLOWRDPSNFTUAIC'"]
 
 
-def tiny_wav2vec2(folder, seed=0, layers=2, hidden=32, save=True, return_attention_mask=True):
+def tiny_wav2vec2(folder, seed=0, layers=2, hidden=32, save=True, norm="layer"):
     """(model, spec): a Wav2Vec2ForCTC over capital letters (the layout of English wav2vec2
     checkpoints: <pad> is the CTC blank, "|" the word delimiter), its feature encoder 20x shorter
     than the waveform, and its folder with vocab.json, tokenizer_config.json and
-    preprocessor_config.json (and the weights, with save)."""
+    preprocessor_config.json (and the weights, with save). norm "group": the feature encoder of
+    wav2vec2-base, whose extractor gives no attention mask."""
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(CHARS)}))
     (folder / "tokenizer_config.json").write_text(json.dumps({"word_delimiter_token": "|", "unk_token": "<unk>",
                                                               "do_lower_case": False}))
-    Wav2Vec2FeatureExtractor(return_attention_mask=return_attention_mask).save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor(return_attention_mask=norm == "layer").save_pretrained(str(folder))
     config = Wav2Vec2Config(vocab_size=len(CHARS), hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=2, intermediate_size=2 * hidden, conv_dim=(16, 16), conv_stride=(5, 4),
                             conv_kernel=(10, 8), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
-                            feat_extract_norm="layer", do_stable_layer_norm=True, pad_token_id=0,
+                            feat_extract_norm=norm, do_stable_layer_norm=norm == "layer", pad_token_id=0,
                             ctc_loss_reduction="mean")
     torch.manual_seed(seed)
     model = Wav2Vec2ForCTC(config).eval()
