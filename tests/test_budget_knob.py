@@ -75,9 +75,9 @@ def test_one_model_hits_each_budget_of_its_range(converted):
     assert achieved(model, x) == pytest.approx(base, abs=1e-9)
 
 
-def test_the_table_measures_on_the_first_batches_that_hold_enough_tokens(converted, monkeypatch):
+def test_the_table_measures_on_the_first_samples_that_hold_enough_tokens(converted, monkeypatch):
     """Each grid point is a pass over the table's batches: a long-input model (Whisper: 48000 encoder
-    tokens per batch) needs one batch, not all the calibration batches."""
+    tokens per batch of 32) needs the first 11 clips, not all the calibration batches."""
     from acmtool.train import budget_table as bt
     model = acmtool.load(converted["ckpt"]).eval()
     x = converted["x"]
@@ -90,12 +90,18 @@ def test_the_table_measures_on_the_first_batches_that_hold_enough_tokens(convert
     with torch.no_grad():
         model(batches[0])
     h.remove()
+    per_sample = tokens[0] // 16
     seen = []
     model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
-    monkeypatch.setattr(bt, "TABLE_TOKENS", 2 * tokens[0] + 1)  # more than two batches of 16 hold
+    monkeypatch.setattr(bt, "TABLE_TOKENS", tokens[0] + 5 * per_sample)  # 21 samples: 16, then 5 of the next 17
     table = bt.budget_table(model, batches, 0.5, "cpu")
     assert 0.5 in table["budgets"]
-    assert set(seen) == {16, 17, 18} and seen[:3] == [16, 17, 18]  # the first three only, the first once first
+    assert set(seen) == {16, 5} and seen[:3] == [16, 5, 16]  # the first batch measured once first
+    monkeypatch.setattr(bt, "TABLE_TOKENS", 8 * per_sample)  # the first batch holds more: its first 8 rows
+    seen.clear()
+    table = bt.budget_table(model, batches, 0.5, "cpu")
+    assert 0.5 in table["budgets"]
+    assert seen[0] == 16 and set(seen[1:]) == {8}
     monkeypatch.setattr(bt, "TABLE_TOKENS", 10 ** 9)  # more than there is: every batch
     seen.clear()
     bt.budget_table(model, batches, 0.5, "cpu")

@@ -44,10 +44,19 @@ def shift_gates(model_or_acms, lam: float) -> None:
         bias -= lam * ks / m.num_learners
 
 
-def _choices(m, z, lam: float) -> torch.Tensor:
-    logits = m.gate(z)
-    ks = torch.arange(logits.shape[-1], device=z.device) + m.min_k
+def gate_logits(acms: dict, zs: dict) -> dict:
+    """Every gate's logits on its inputs, once: a bisection then only shifts and compares them."""
+    return {n: acms[n].gate(z) for n, z in zs.items()}
+
+
+def choices_at(m, logits: torch.Tensor, lam: float) -> torch.Tensor:
+    """The k each token gets from its gate's `logits` shifted by lam (as shift_gates would)."""
+    ks = torch.arange(logits.shape[-1], device=logits.device) + m.min_k
     return (logits - lam * ks / m.num_learners).argmax(-1) + m.min_k
+
+
+def _choices(m, z, lam: float) -> torch.Tensor:
+    return choices_at(m, m.gate(z), lam)
 
 
 @torch.no_grad()
@@ -57,11 +66,11 @@ def calibrate_budget(model: nn.Module, batches: list, target: float, device, rou
     acms = dict(acm_modules(model))
     total_shift, achieved = 0.0, float("nan")
     for _ in range(rounds):  # shifting early gates changes later inputs: re-measure once
-        zs = _gate_inputs(model, batches, device)
-        tokens = {acm_site_path(n): len(z) for n, z in zs.items()}
+        logits = gate_logits(acms, _gate_inputs(model, batches, device))
+        tokens = {acm_site_path(n): len(z) for n, z in logits.items()}
 
         def beta(lam: float) -> float:
-            mean_k = {n: float(_choices(acms[n], z, lam).float().mean()) for n, z in zs.items()}
+            mean_k = {n: float(choices_at(acms[n], z, lam).float().mean()) for n, z in logits.items()}
             return budget(model, mean_k, tokens)
         lo, hi = -50.0, 50.0  # beta falls as lambda rises
         for _ in range(40):

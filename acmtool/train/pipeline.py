@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from acmtool.adapters import find_sites
 from acmtool.config import AcmConfig
 from acmtool.convert.acmize import acmize_
 from acmtool.data.length_batches import LengthGroupedBatches, eval_loader, text_lengths
@@ -31,6 +32,7 @@ from acmtool.layers.control import apply_static_k, at_budget, set_knob
 from acmtool.train.budget_range import GateRangeTraining, RangeTraining, report_budgets
 from acmtool.train.budget_table import budget_table
 from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
+from acmtool.train.calibration_rows import calibration_batches
 from acmtool.train.capture import SiteCapture
 from acmtool.train.distributed import DistContext, all_mean, barrier, init_distributed
 from acmtool.train.evaluate import evaluate
@@ -157,6 +159,9 @@ class Pipeline:
         calib = DataLoader(self.data.train, batch_size=o.batch_size, shuffle=True, collate_fn=self.data.collate,
                            generator=torch.Generator().manual_seed(o.seed + 1))
         self.calib_batches = [x for _, (x, _) in zip(range(CALIBRATION_BATCHES), calib)]
+        # long inputs (Whisper: 1500 encoder frames a clip): only the first samples that hold enough tokens
+        firsts = [getattr(s, "fc1", None) or s.linear for s in find_sites(self.teacher, o.targets)]
+        self.calib_batches = calibration_batches(self.teacher, firsts, self.calib_batches, dev)
         # embedding models: errors in the units of a linear head on the original's standardised
         # features (the gate labels' Fisher probe and fine-tuning); None for classifiers
         self.embedding_scale = embedding_scale(self.teacher, self.calib_batches, dev)

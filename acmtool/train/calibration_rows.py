@@ -1,0 +1,98 @@
+"""Calibration batches cut to the tokens a measurement needs.
+
+Whisper's encoder makes 1500 frames of every clip (30 s, mostly padding silence), so the
+conversion's 8 calibration batches of 32 clips are 384000 tokens per encoder block. Neuron
+importance, budget calibration and the budget table ran forward passes over all of them: on 120
+Asterisk clips, 10 of a 19-minute conversion went to averages that a few ten thousand tokens give
+to well within the budget's tolerance. Image and text batches (32 x 65 DINOv2 patches, 32
+sentences) hold far fewer tokens and are left whole."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from acmtool.io.call import run_model, token_mask
+from acmtool.train.loop import to_device
+from acmtool.train.tokens import real_tokens
+
+CALIBRATION_TOKENS = 65536  # per block: neuron importance and budget calibration
+
+
+def batch_size(inputs) -> Optional[int]:
+    """The leading size of a batch's first tensor (tensor, tuple, list or dict); None without one."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.shape[0] if inputs.dim() else None
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (tuple, list)) else ()
+    for v in values:
+        n = batch_size(v)
+        if n is not None:
+            return n
+    return None
+
+
+def first_rows(inputs, n: int):
+    """The batch's first n samples: every tensor cut along its leading dimension."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:n] if inputs.dim() else inputs
+    if isinstance(inputs, dict):
+        return {k: first_rows(v, n) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(first_rows(v, n) for v in inputs)
+    return inputs
+
+
+def first_samples(batches: list, n: int) -> list:
+    """The batches' first n samples (at least one batch): the batches before them whole, the last one cut."""
+    out, left = [], max(1, n)
+    for b in batches:
+        size = batch_size(b)
+        if size is None:  # nothing to count by: keep every batch
+            return list(batches)
+        out.append(b if size <= left else first_rows(b, left))
+        left -= size
+        if left <= 0:
+            break
+    return out
+
+
+@torch.no_grad()
+def tokens_per_sample(model: nn.Module, modules: list, batch, device) -> float:
+    """The real tokens per sample that the busiest of `modules` receives, on one batch."""
+    counts = [0] * len(modules)
+    mask_box = {}
+
+    def hook(i, inp):
+        if inp and isinstance(inp[0], torch.Tensor) and inp[0].dim() >= 2:
+            counts[i] += len(real_tokens(inp[0], mask_box.get("m")))
+    handles = [m.register_forward_hook(lambda mod, inp, out, i=i: hook(i, inp)) for i, m in enumerate(modules)]
+    was_training = model.training
+    model.eval()
+    try:
+        batch = to_device(batch, device)
+        mask_box["m"] = token_mask(batch, model)
+        run_model(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return max(counts, default=0) / max(batch_size(batch) or 1, 1)
+
+
+def cap_tokens(batches: list, per_sample: float, limit: int) -> list:
+    """The first batches, the last one cut, that hold `limit` tokens at `per_sample` tokens a sample."""
+    if per_sample <= 0:
+        return list(batches)
+    return first_samples(batches, math.ceil(limit / per_sample))
+
+
+def calibration_batches(model: nn.Module, modules: list, batches: list, device,
+                        limit: int = CALIBRATION_TOKENS) -> list:
+    """`batches` cut to about `limit` real tokens at the busiest of `modules` (all of them if they
+    hold fewer). Costs one forward pass of the first batch."""
+    if not batches or not modules:
+        return list(batches)
+    per_sample = tokens_per_sample(model, modules, batches[0], device)
+    return cap_tokens(batches, per_sample, limit)
