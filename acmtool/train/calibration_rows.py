@@ -3,7 +3,7 @@
 Whisper's encoder makes 1500 frames of every clip (30 s, mostly padding silence), so the
 conversion's 8 calibration batches of 32 clips are 384000 tokens per encoder block. Neuron
 importance, budget calibration and the budget table ran forward passes over all of them: on 120
-Asterisk clips, 10 of a 19-minute conversion went to averages that a few ten thousand tokens give
+Asterisk clips, 12 of a 19-minute conversion went to averages that a few ten thousand tokens give
 to well within the budget's tolerance. Image and text batches (32 x 65 DINOv2 patches, 32
 sentences) hold far fewer tokens and are left whole."""
 from __future__ import annotations
