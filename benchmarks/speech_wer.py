@@ -7,7 +7,9 @@ per budget; nothing is rerun here).
 
 Every file must score the same utterances (the same original WER and count), and hold a static
 baseline: each row is then the ACM's and static's WER, each one's paired difference from the
-original, ACM - static with its paired standard error, and both models' whole-model FLOPs.
+original, ACM - static with its paired standard error, the utterances on which the ACM makes fewer
+and more word errors than static (with the sign test, which one runaway transcript cannot sway),
+and both models' whole-model FLOPs.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def row_of(d: dict, source: str) -> dict:
             "acm_wer": d["student_wer"], "acm_vs_original": ours["diff"], "acm_vs_original_se": ours["se"],
             "static_wer": base["student_wer"], "static_vs_original": theirs["diff"],
             "static_vs_original_se": theirs["se"], "acm_vs_static": diff["diff"], "acm_vs_static_se": diff["se"],
+            "acm_fewer_errors": diff.get("fewer"), "acm_more_errors": diff.get("more"), "sign_p": diff.get("sign_p"),
             "acm_budget": d["achieved_budget"], "acm_part_budgets": d.get("part_budgets"),
             "acm_flops": d["flops"]["ratio"], "static_flops": base["flops"]["ratio"], "source": source}
 
@@ -62,20 +65,26 @@ def _pm(diff: float, se: float) -> str:
 
 
 def render(rows: list[dict]) -> str:
-    body = [["original", "-", f"{100 * rows[0]['original_wer']:.2f}", "-", "-", "1"]] if rows else []
+    body = [["original", "-", f"{100 * rows[0]['original_wer']:.2f}", "-", "-", "-", "1"]] if rows else []
     for r in rows:
         parts = r.get("acm_part_budgets") or {}
         split = " / ".join(f"{parts[k]:.2f}" for k in ("encoder", "decoder") if k in parts)
         sigmas = abs(r["acm_vs_static"]) / r["acm_vs_static_se"] if r["acm_vs_static_se"] > 0 else float("inf")
         body.append([f"ACM {r['budget']:g}", f"{r['acm_budget']:.3f}" + (f" ({split})" if split else ""),
                      f"{100 * r['acm_wer']:.2f}", _pm(r["acm_vs_original"], r["acm_vs_original_se"]),
-                     f"{_pm(r['acm_vs_static'], r['acm_vs_static_se'])} ({sigmas:.1f} s.e.)",
+                     f"{_pm(r['acm_vs_static'], r['acm_vs_static_se'])} ({sigmas:.1f} s.e.)", _utterances(r),
                      f"{r['acm_flops']:.3f}"])
         body.append([f"static {r['budget']:g}", f"{r['budget']:.3f}", f"{100 * r['static_wer']:.2f}",
-                     _pm(r["static_vs_original"], r["static_vs_original_se"]), "-", f"{r['static_flops']:.3f}"])
+                     _pm(r["static_vs_original"], r["static_vs_original_se"]), "-", "-", f"{r['static_flops']:.3f}"])
     n = rows[0]["utterances"] if rows else 0
     return table(["model", "budget (encoder / decoder)", "WER %", "- original", f"ACM - static (n = {n})",
-                  "FLOPs ratio"], body)
+                  "utterances ACM better / worse (sign test p)", "FLOPs ratio"], body)
+
+
+def _utterances(r: dict) -> str:
+    if r.get("acm_fewer_errors") is None:  # an eval file from before the sign test
+        return "-"
+    return f"{r['acm_fewer_errors']} / {r['acm_more_errors']} (p = {r['sign_p']:.2g})"
 
 
 def plot(rows: list[dict], path: Path, title: str) -> Path:

@@ -98,7 +98,7 @@ def test_a_model_against_itself_has_no_wer_difference(tmp_path):
     report, ev = evaluate(model, model, loader, torch.device("cpu"), None, transcripts=data.transcripts)
     assert report["task"] == "transcription" and report["eval_samples"] == 5
     assert report["student_wer"] == report["teacher_wer"]
-    assert report["vs_original"]["wer"] == {"diff": 0.0, "se": 0.0, "n": 5}
+    assert report["vs_original"]["wer"] == {"diff": 0.0, "se": 0.0, "n": 5, "fewer": 0, "more": 0, "sign_p": 1.0}
     errors = ev.samples["word_errors"]
     assert errors.shape == (5, 2) and errors[:, 1].tolist() == [2, 4, 4, 1, 2]  # reference words per clip ("." is no word)
 
@@ -107,6 +107,10 @@ def test_a_difference_on_one_utterance_shows_an_unknown_error():
     from acmtool.cli.eval_cmd import render_difference
     line = render_difference("wer", {"diff": 0.25, "se": None, "n": 1}, "ACM", "original")
     assert line == "word error rate: ACM - original +25.00 +- ? points (n = 1)"
+    line = render_difference("wer", {"diff": -0.9, "se": 0.88, "n": 55, "fewer": 40, "more": 5, "sign_p": 1.6e-7},
+                             "ACM", "static")
+    assert line == ("word error rate: ACM - static -90.00 +- 88.00 points (n = 55); ACM makes fewer word errors on 40 "
+                    "utterances, more on 5 (sign test p = 1.6e-07)")
 
 
 # --- ONNX: encoder and decoder graphs, greedy decoding in ONNX Runtime ----------------------------

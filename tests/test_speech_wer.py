@@ -16,7 +16,8 @@ def _paired(budget, acm_wer, static_wer, original_wer=0.088, n=55, static=True):
     d = part(acm_wer, budget - 0.004, False)
     d["part_budgets"] = {"encoder": budget - 0.01, "decoder": 0.9}
     d["baseline"] = part(static_wer, budget, static)
-    d["vs_baseline"] = {"wer": {"diff": acm_wer - static_wer, "se": 0.02, "n": n}}
+    d["vs_baseline"] = {"wer": {"diff": acm_wer - static_wer, "se": 0.02, "n": n, "fewer": 30, "more": 10,
+                                "sign_p": 0.0022}}
     return d
 
 
@@ -34,6 +35,10 @@ def test_rows_table_and_plot(tmp_path):
     assert rows[0]["acm_vs_static"] == pytest.approx(-0.34) and rows[0]["acm_vs_static_se"] == 0.02
     text = speech_wer.render(rows)
     assert "-34.00 +- 2.00 (17.0 s.e.)" in text and "0.246 (0.24 / 0.90)" in text and "8.80" in text
+    assert "30 / 10 (p = 0.0022)" in text
+    for r in rows:  # a file from before the sign test: no count to show
+        r["acm_fewer_errors"] = None
+    assert "30 / 10" not in speech_wer.render(rows)
     out = tmp_path / "out"
     assert (out / "speech-wer-tiny.png").stat().st_size > 0
     saved = json.loads((out / "speech-wer-tiny.json").read_text())

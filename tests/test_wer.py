@@ -80,3 +80,28 @@ def test_paired_wer_difference_edge_cases():
         paired_wer_difference([1], [0], [0])
     with pytest.raises(ValueError, match="no words"):
         paired_wer_difference([], [], [])
+
+
+def test_sign_test_by_hand():
+    from acmtool.train.wer_eval import sign_test
+    assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
+    assert sign_test(10, 0) == pytest.approx(2 / 2 ** 10) and sign_test(0, 10) == sign_test(10, 0)
+    # 30 against 10: 2 * P(X <= 10), X ~ Binomial(40, 1/2)
+    assert sign_test(30, 10) == pytest.approx(2 * sum(math.comb(40, i) for i in range(11)) / 2 ** 40)
+    assert sign_test(3, 2) == 1.0  # the two-sided tail is capped at 1
+
+
+def test_paired_wer_counts_utterances_so_one_runaway_transcript_cannot_sway_it():
+    import torch
+
+    from acmtool.train.wer_eval import paired_wer
+    words = [5, 4, 3, 6, 5, 4, 3, 6, 5, 4]
+    a = torch.tensor([[e, w] for e, w in zip([0, 1, 0, 1, 0, 0, 1, 0, 0, 1], words)])
+    b = torch.tensor([[e, w] for e, w in zip([1, 2, 1, 2, 1, 1, 2, 1, 1, 200], words)])  # a loop on the last one
+    d = paired_wer(a, b)
+    assert d["fewer"] == 10 and d["more"] == 0 and d["sign_p"] == pytest.approx(2 / 2 ** 10)
+    assert d["diff"] < 0 and abs(d["diff"]) < 2.5 * d["se"]  # the corpus difference: inside 2.5 s.e.
+    swapped = paired_wer(b, a)
+    assert (swapped["fewer"], swapped["more"]) == (0, 10) and swapped["sign_p"] == d["sign_p"]
+    tied = paired_wer(a, a)
+    assert (tied["fewer"], tied["more"], tied["sign_p"]) == (0, 0, 1.0)

@@ -28,7 +28,11 @@ def render_difference(key: str, d: dict, a: str, b: str) -> str:
         se = "?" if d["se"] is None else f"{d['se']:.4f}"
         return f"{DIFFERENCES[key]}: {a} - {b} {d['diff']:+.4f} +- {se} (n = {d['n']})"
     se = "?" if d["se"] is None else f"{100 * d['se']:.2f}"  # None: one sample, no spread to measure
-    return f"{DIFFERENCES[key]}: {a} - {b} {100 * d['diff']:+.2f} +- {se} points (n = {d['n']})"
+    line = f"{DIFFERENCES[key]}: {a} - {b} {100 * d['diff']:+.2f} +- {se} points (n = {d['n']})"
+    if "fewer" in d:  # speech: utterance by utterance, which one loop of insertions cannot sway
+        line += (f"; {a} makes fewer word errors on {d['fewer']} utterances, more on {d['more']} "
+                 f"(sign test p = {d['sign_p']:.2g})")
+    return line
 
 
 def render_differences(diffs: dict, a: str, b: str, indent: str = "  ") -> list:

@@ -3,6 +3,8 @@ the data's transcript, and the word error rate of one model against another on t
 with its paired standard error."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from acmtool.data.task_data import Transcripts
@@ -43,8 +45,23 @@ def wer(counts: torch.Tensor) -> float:
 
 def paired_wer(a: torch.Tensor, b: torch.Tensor) -> dict:
     """WER(a) - WER(b) (fractions) on the same utterances and its paired standard error (None for one
-    utterance)."""
+    utterance); and the utterances where a makes fewer / more word errors than b, with the two-sided
+    sign test's p-value. A decoder caught in a loop can add hundreds of insertions on one utterance,
+    which then rules the corpus WER and its standard error; the count of utterances is robust to it."""
     if a.shape != b.shape or not torch.equal(a[:, 1], b[:, 1]):
         raise ValueError("the two models' word errors are not counted on the same utterances")
     d = paired_wer_difference(a[:, 0].tolist(), b[:, 0].tolist(), a[:, 1].tolist())
-    return {"diff": d["diff"] / 100, "se": d["se"] / 100 if len(a) > 1 else None, "n": len(a)}
+    fewer, more = int((a[:, 0] < b[:, 0]).sum()), int((a[:, 0] > b[:, 0]).sum())
+    return {"diff": d["diff"] / 100, "se": d["se"] / 100 if len(a) > 1 else None, "n": len(a),
+            "fewer": fewer, "more": more, "sign_p": sign_test(fewer, more)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """The two-sided exact sign test's p-value of `wins` against `losses` (ties left out): the chance,
+    were either model as likely as the other to do better on an utterance, of a split this uneven."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
