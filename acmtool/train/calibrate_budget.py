@@ -7,31 +7,13 @@ import torch
 import torch.nn as nn
 
 from acmtool.cost import acm_site_path, budget
-from acmtool.io.call import run_model, token_mask
 from acmtool.layers.acm import acm_modules
-from acmtool.train.loop import to_device
-from acmtool.train.tokens import real_tokens
+from acmtool.train.tokens import real_inputs
 
 
-@torch.no_grad()
 def _gate_inputs(model: nn.Module, batches, device) -> dict:
     """Every ACM's input tokens (real tokens only where a mask lines up) over the batches."""
-    cache, handles = {}, []
-    mask_box = {}
-    for name, m in acm_modules(model):
-        def hook(mod, inp, out, name=name):
-            cache.setdefault(name, []).append(real_tokens(inp[0], mask_box.get("mask")))
-        handles.append(m.register_forward_hook(hook))
-    model.eval()
-    try:
-        for inputs in batches:
-            inputs = to_device(inputs, device)
-            mask_box["mask"] = token_mask(inputs, model)
-            run_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: torch.cat(v) for n, v in cache.items()}
+    return real_inputs(model, dict(acm_modules(model)), batches, device)
 
 
 @torch.no_grad()

@@ -14,9 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from acmtool.io.call import run_model, token_mask
-from acmtool.train.loop import to_device
-from acmtool.train.tokens import real_tokens
+from acmtool.train.tokens import real_inputs
 
 CALIBRATION_TOKENS = 65536  # per block: neuron importance and budget calibration
 
@@ -58,27 +56,14 @@ def first_samples(batches: list, n: int) -> list:
     return out
 
 
-@torch.no_grad()
 def tokens_per_sample(model: nn.Module, modules: list, batch, device) -> float:
     """The real tokens per sample that the busiest of `modules` receives, on one batch."""
-    counts = [0] * len(modules)
-    mask_box = {}
-
-    def hook(i, inp):
-        if inp and isinstance(inp[0], torch.Tensor) and inp[0].dim() >= 2:
-            counts[i] += len(real_tokens(inp[0], mask_box.get("m")))
-    handles = [m.register_forward_hook(lambda mod, inp, out, i=i: hook(i, inp)) for i, m in enumerate(modules)]
     was_training = model.training
-    model.eval()
     try:
-        batch = to_device(batch, device)
-        mask_box["m"] = token_mask(batch, model)
-        run_model(model, batch)
+        seen = real_inputs(model, dict(enumerate(modules)), [batch], device)
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    return max(counts, default=0) / max(batch_size(batch) or 1, 1)
+    return max((len(z) for z in seen.values()), default=0) / max(batch_size(batch) or 1, 1)
 
 
 def cap_tokens(batches: list, per_sample: float, limit: int) -> list:
