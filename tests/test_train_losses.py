@@ -40,6 +40,56 @@ def test_prefix_distillation_reaches_every_learner_from_every_prefix():
     assert all(float(m.w2.grad[i].abs().sum()) > 0 for i in range(4))
 
 
+@pytest.mark.parametrize("cls,min_k,act", [(AcmMlp, 0, "gelu"), (AcmProjection, 1, "identity")])
+def test_the_full_prefix_weighs_as_much_as_the_shorter_ones_together(cls, min_k, act):
+    torch.manual_seed(0)
+    m = make(cls, min_k=min_k, act=act)
+    z, target = torch.randn(7, 12), torch.randn(7, 9)
+    errors = [float((m.forward_k(z, k) - target).pow(2).mean()) for k in range(max(min_k, 1), 5)]
+    scale = float(target.pow(2).mean())
+    shorter, full = sum(errors[:-1]), errors[-1]
+    anchored = (shorter + (len(errors) - 1) * full) / (2 * (len(errors) - 1)) / scale
+    assert float(prefix_distillation_loss(m, z, target).detach()) == pytest.approx(anchored, rel=1e-5)
+    alike = sum(errors) / len(errors) / scale
+    assert float(prefix_distillation_loss(m, z, target, anchor_full=False).detach()) == pytest.approx(alike, rel=1e-5)
+
+
+def test_a_single_prefix_is_its_own_loss():
+    torch.manual_seed(0)
+    m = make(min_k=4)  # only k = N: nothing to anchor against
+    z, target = torch.randn(7, 12), torch.randn(7, 9)
+    expected = float((m.forward_k(z, 4) - target).pow(2).mean() / target.pow(2).mean())
+    assert float(prefix_distillation_loss(m, z, target).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def _distil(anchor_full: bool, steps: int = 60) -> tuple[float, float]:
+    """Distil an ACM whose learners start as an exact split of its target MLP; returns the relative
+    error of the full prefix and of the first one afterwards."""
+    torch.manual_seed(0)
+    teacher = make()
+    m = make()
+    m.load_state_dict(teacher.state_dict())
+    z = torch.randn(256, 12)
+    target = teacher.forward_k(z, 4).detach()
+    opt = torch.optim.Adam([m.w1, m.b1, m.w2], lr=3e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        prefix_distillation_loss(m, z, target, anchor_full).backward()
+        opt.step()
+    with torch.no_grad():
+        rel = [float((m.forward_k(z, k) - target).pow(2).mean() / target.pow(2).mean()) for k in (4, 1)]
+    return rel[0], rel[1]
+
+
+def test_the_anchor_keeps_the_full_prefix_near_the_original():
+    # equal weights trade h(z, N) = f(z), exact at the start, for the short prefixes
+    full_alike, first_alike = _distil(anchor_full=False)
+    full_anchored, first_anchored = _distil(anchor_full=True)
+    assert full_alike > 0.01
+    assert full_anchored < 0.85 * full_alike  # 0.036 against 0.047 here
+    assert first_anchored < 0.5  # the short prefixes still learn: h(z, 1) starts at 0.78
+
+
 @pytest.mark.parametrize("budget", [0.25, 0.5, 0.75])
 @pytest.mark.parametrize("cls,min_k,act", [(AcmMlp, 0, "gelu"), (AcmProjection, 1, "identity")])
 def test_budget_labels_spend_the_budget(budget, cls, min_k, act):

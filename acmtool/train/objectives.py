@@ -30,14 +30,17 @@ def _acm_dict(acms: dict[str, AcmModule]) -> nn.ModuleDict:
 
 
 class DistillObjective(nn.Module):
-    """Phase 1: every prefix h(z, k) of every ACM towards the original block's output f(z)."""
+    """Phase 1: every prefix h(z, k) of every ACM towards the original block's output f(z); the full
+    prefix anchored for gated models (prefix_distillation_loss)."""
 
-    def __init__(self, acms: dict[str, AcmModule]):
+    def __init__(self, acms: dict[str, AcmModule], anchor_full: bool = True):
         super().__init__()
         self.acms = _acm_dict(acms)
+        self.anchor_full = anchor_full
 
     def forward(self, captures: dict) -> torch.Tensor:
-        losses = [prefix_distillation_loss(self.acms[n.replace(".", "/")], z, y) for n, (z, y) in captures.items()]
+        losses = [prefix_distillation_loss(self.acms[n.replace(".", "/")], z, y, self.anchor_full)
+                  for n, (z, y) in captures.items()]
         return torch.stack(losses).mean()
 
 

@@ -222,7 +222,7 @@ class Pipeline:
 
     def distill(self, stop) -> None:
         _set_trainable(_learner_params(self.acms), _gate_params(self.acms))
-        obj = _wrap(DistillObjective(self.acms), self.ctx)
+        obj = _wrap(DistillObjective(self.acms, anchor_full=not self.opts.static), self.ctx)
 
         parts = torch.Generator().manual_seed(self.opts.seed + 3 + self.ctx.rank)
 
