@@ -11,10 +11,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from acmtool.cost import acm_site_path, budget as achieved_budget
 from acmtool.layers.acm import acm_modules
 from acmtool.layers.control import knob_state, restore_knob, set_knob
-from acmtool.train.calibrate_budget import _gate_inputs, choices_at, gate_logits
+from acmtool.train.calibrate_budget import _gate_inputs, _spent, gate_logits
 from acmtool.train.calibration_rows import batch_size, cap_tokens
 
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 ... 1.0
@@ -26,21 +25,14 @@ TOLERANCE = 0.02  # a grid point enters the table when its shift hits it this cl
 TABLE_TOKENS = 16384
 
 
-def _beta(model: nn.Module, acms: dict, logits: dict, shift: float) -> float:
-    """The budget the gates spend at `shift`, given their `logits` on the calibration tokens."""
-    tokens = {acm_site_path(n): len(z) for n, z in logits.items()}
-    mean_k = {n: float(choices_at(acms[n], z, shift).float().mean()) for n, z in logits.items()}
-    return achieved_budget(model, mean_k, tokens)
-
-
 def _search(model, acms: dict, logits: dict, shift: float, target: float) -> float:
     """The shift (near `shift`) at which the gates spend `target`, from their `logits`: the largest that still
     spends it (for 1.0: the smallest shift that runs every learner), or the next one if closer."""
     lo, hi = shift - LIMIT, shift + LIMIT  # beta falls as the shift rises
     for _ in range(30):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _beta(model, acms, logits, mid) >= target - 1e-9 else (lo, mid)
-    return hi if abs(_beta(model, acms, logits, hi) - target) < abs(_beta(model, acms, logits, lo) - target) else lo
+        lo, hi = (mid, hi) if _spent(model, acms, logits, mid) >= target - 1e-9 else (lo, mid)
+    return hi if abs(_spent(model, acms, logits, hi) - target) < abs(_spent(model, acms, logits, lo) - target) else lo
 
 
 def _at(model, acms: dict, batches: list, device, shift: float, delta=None) -> dict:
@@ -71,7 +63,7 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
             rest = _at(model, acms, capped[1:], device, 0.0)
             home = {n: torch.cat([z, rest[n]]) for n, z in home.items()}
         batches = capped
-        rows = {round(trained, 6): (0.0, _beta(model, acms, home, 0.0))}
+        rows = {round(trained, 6): (0.0, _spent(model, acms, home, 0.0))}
         below = sorted((b for b in grid if b < trained - TOLERANCE), reverse=True)
         above = sorted(b for b in grid if b > trained + TOLERANCE)
         # a forward pass or more over the calibration batches per budget: minutes on a large model
@@ -86,7 +78,7 @@ def budget_table(model: nn.Module, batches: list, trained: float, device, grid=G
                 for _ in range(2):  # a second search on the inputs at the new shift, where needed
                     shift = _search(model, acms, logits, shift, b)
                     logits = _at(model, acms, batches, device, shift, delta)
-                    got = _beta(model, acms, logits, shift)
+                    got = _spent(model, acms, logits, shift)
                     if abs(got - b) <= TOLERANCE:
                         rows[b] = (shift, got)
                         break

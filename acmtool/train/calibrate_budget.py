@@ -60,6 +60,7 @@ def _fresh(model, acms: dict, batches, device) -> tuple[dict, float]:
 
 
 def _spent(model, acms: dict, logits: dict, lam: float) -> float:
+    """The budget the gates spend at shift `lam`, given their `logits` (inputs held fixed)."""
     tokens = {acm_site_path(n): len(z) for n, z in logits.items()}
     mean_k = {n: float(choices_at(acms[n], z, lam).float().mean()) for n, z in logits.items()}
     return budget(model, mean_k, tokens)
