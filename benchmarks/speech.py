@@ -99,14 +99,14 @@ def faster_whisper_engine(checkpoint: Path, threads: int):
 
 def main(argv=None) -> list:
     from acmtool.runtime.transcribe import Transcriber
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speech", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--static", type=Path, default=None)
-    p.add_argument("--data", default="asterisk")
-    p.add_argument("--utterances", type=int, default=40)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--work", type=Path, default=WORK)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speech", description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--model", type=Path, required=True, help="the ACM checkpoint (NAME.acm.safetensors)")
+    p.add_argument("--static", type=Path, default=None, help="its static baseline's checkpoint, timed beside it")
+    p.add_argument("--data", default="asterisk", help="the audio: a named dataset or a folder (default: asterisk)")
+    p.add_argument("--utterances", type=int, default=40, help="utterances of the test split to time (default: 40)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over them; the median round counts (default: 3)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads of every engine")
+    p.add_argument("--work", type=Path, default=WORK, help=f"where the exported folders go (default: {WORK})")
     p.add_argument("--name", default=None, help="the result files' name (default: the checkpoint's)")
     p.add_argument("--no-uncached", dest="uncached", action="store_false",
                    help="leave out the engines that decode without the key/value cache")

@@ -1,6 +1,8 @@
 """Word error rate against compute for a speech model: the ACM and its static baseline at each
 budget, beside the original, from `acmtool eval ACM --baseline STATIC --json FILE` results (one file
-per budget; nothing is rerun here).
+per budget; nothing is rerun here). The files may come from one checkpoint evaluated with the knob
+(`acmtool eval ACM --budget b --baseline STATIC_b`): each row is then the knob's budget, and says the
+budget the ACM was trained at.
 
     python -m benchmarks.speech_wer PAIRED_0.25.json PAIRED_0.5.json PAIRED_0.75.json
         --name whisper-tiny-en-asterisk [--readme]
@@ -37,7 +39,10 @@ def _load(path: Path) -> dict:
 def row_of(d: dict, source: str) -> dict:
     base, ours, theirs = d["baseline"], d["vs_original"]["wer"], d["baseline"]["vs_original"]["wer"]
     diff = d["vs_baseline"]["wer"]
-    return {"budget": d["budget_target"], "utterances": d["eval_samples"], "original_wer": d["teacher_wer"],
+    # one checkpoint evaluated with the knob (`acmtool eval --budget b`) at several budgets: its row is the knob's
+    knob = d.get("budget_knob")
+    return {"budget": knob if knob is not None else d["budget_target"], "trained_at": d["budget_target"],
+            "static_budget": base["budget_target"], "utterances": d["eval_samples"], "original_wer": d["teacher_wer"],
             "acm_wer": d["student_wer"], "acm_vs_original": ours["diff"], "acm_vs_original_se": ours["se"],
             "static_wer": base["student_wer"], "static_vs_original": theirs["diff"],
             "static_vs_original_se": theirs["se"], "acm_vs_static": diff["diff"], "acm_vs_static_se": diff["se"],
@@ -70,11 +75,14 @@ def render(rows: list[dict]) -> str:
         parts = r.get("acm_part_budgets") or {}
         split = " / ".join(f"{parts[k]:.2f}" for k in ("encoder", "decoder") if k in parts)
         sigmas = abs(r["acm_vs_static"]) / r["acm_vs_static_se"] if r["acm_vs_static_se"] > 0 else float("inf")
-        body.append([f"ACM {r['budget']:g}", f"{r['acm_budget']:.3f}" + (f" ({split})" if split else ""),
+        trained = r.get("trained_at", r["budget"])
+        label = f"ACM {r['budget']:g}" + (f" (trained at {trained:g})" if trained != r["budget"] else "")
+        body.append([label, f"{r['acm_budget']:.3f}" + (f" ({split})" if split else ""),
                      f"{100 * r['acm_wer']:.2f}", _pm(r["acm_vs_original"], r["acm_vs_original_se"]),
                      f"{_pm(r['acm_vs_static'], r['acm_vs_static_se'])} ({sigmas:.1f} s.e.)", _utterances(r),
                      f"{r['acm_flops']:.3f}"])
-        body.append([f"static {r['budget']:g}", f"{r['budget']:.3f}", f"{100 * r['static_wer']:.2f}",
+        sb = r.get("static_budget", r["budget"])
+        body.append([f"static {sb:g}", f"{sb:.3f}", f"{100 * r['static_wer']:.2f}",
                      _pm(r["static_vs_original"], r["static_vs_original_se"]), "-", "-", f"{r['static_flops']:.3f}"])
     n = rows[0]["utterances"] if rows else 0
     return table(["model", "budget (encoder / decoder)", "WER %", "- original", f"ACM - static (n = {n})",

@@ -93,8 +93,8 @@ def test_export_verify_inspect_with_a_dense_block(tmp_path):
     assert list(exported_dense_blocks(out)) == [FIRST]
     r = run("verify", out, ckpt, "--tolerance", "1e-4")
     assert r.exit_code == 0 and "checked at k = N" in r.output and "verify: ok" in r.output, r.output
-    r = run("verify", out, ckpt, "--tolerance", "1e-12")  # float32 paths differ by more: a clear failure
-    assert r.exit_code == 1 and "outputs differ by more than allowed" in r.output and "> 1e-12" in r.output, r.output
+    r = run("verify", out, ckpt, "--tolerance", "1e-12")  # float32 paths differ by more: float64 says it is rounding
+    assert r.exit_code == 0 and "beyond it on" in r.output and "float32 rounding, passed" in r.output, r.output
     r = run("inspect", out)
     assert r.exit_code == 0 and "exported as dense blocks" in r.output and "(dense, cost" in r.output, r.output
     # --keep-acms: every ACM stays an ACM; a higher --dense-above too

@@ -152,3 +152,4 @@ def test_verify_command_exit_codes(tmp_path):
     onnx.save(proto, str(tmp_path / "bad.onnx"))
     bad = run(tmp_path / "bad.onnx")
     assert bad.returncode == 1 and "acmtool: error: outputs differ" in bad.stderr, bad.stdout + bad.stderr
+    assert "float32 rounding explains" in bad.stderr, bad.stderr

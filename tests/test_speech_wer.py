@@ -45,6 +45,22 @@ def test_rows_table_and_plot(tmp_path):
     assert len(saved["rows"]) == 3 and (out / "speech-wer-tiny.csv").exists()
 
 
+def test_one_checkpoint_at_several_knob_budgets(tmp_path):
+    """Rows from `acmtool eval ACM --budget b`: the knob's budget, and the budget the ACM was trained at."""
+    files = []
+    for b in (0.25, 0.5, 0.75):
+        d = _paired(0.5, 0.1, 0.2)
+        d["budget_knob"] = None if b == 0.5 else b
+        d["baseline"]["budget_target"] = b
+        files.append(_write(tmp_path, f"k{b}.json", d))
+    rows = speech_wer.rows_of(files)
+    assert [(r["budget"], r["trained_at"], r["static_budget"]) for r in rows] == [(0.25, 0.5, 0.25), (0.5, 0.5, 0.5),
+                                                                                  (0.75, 0.5, 0.75)]
+    text = speech_wer.render(rows)
+    assert "ACM 0.25 (trained at 0.5)" in text and "static 0.75" in text
+    assert "ACM 0.5 " in text and "ACM 0.5 (trained" not in text
+
+
 @pytest.mark.parametrize("bad, message", [
     (lambda d: d.pop("baseline"), "no static baseline"),
     (lambda d: d["baseline"].update(static=False), "no static baseline"),
