@@ -23,7 +23,6 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -99,7 +98,8 @@ def faster_whisper_engine(checkpoint: Path, threads: int):
 
 def main(argv=None) -> list:
     from acmtool.runtime.transcribe import Transcriber
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speech", description=" ".join(__doc__.split("\n\n")[0].split()))
+    about = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph, not its first line
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speech", description=about)
     p.add_argument("--model", type=Path, required=True, help="the ACM checkpoint (NAME.acm.safetensors)")
     p.add_argument("--static", type=Path, default=None, help="its static baseline's checkpoint, timed beside it")
     p.add_argument("--data", default="asterisk", help="the audio: a named dataset or a folder (default: asterisk)")

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-import acmtool
 from acmtool.errors import AcmInputError
 from acmtool.export import export_onnx
 from acmtool.export.float64_check import FLOAT32_EPS, FLOAT32_SLACK, errors_against, rounding_verdict

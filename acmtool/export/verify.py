@@ -29,7 +29,6 @@ from acmtool.export.dense_fallback import densified, exported_dense_blocks
 from acmtool.export.float64_check import Float64Reference, errors_against, rounding_verdict
 from acmtool.export.schema import DOMAIN, OP_TYPE
 from acmtool.export.static import static_acms
-from acmtool.io.call import run_model
 from acmtool.layers.acm import acm_modules
 from acmtool.layers.control import at_budget
 
