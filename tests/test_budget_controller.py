@@ -59,7 +59,8 @@ def _simulate(budget_of, observe, times, service):
 
 
 def test_in_a_simulated_queue_the_controller_holds_the_target_where_a_fixed_budget_does_not():
-    service = (lambda b: 1.0 + 10.0 * b)  # ms: 6 at budget 0.5, 3.5 at 0.25
+    def service(b):  # ms: 6 at budget 0.5, 3.5 at 0.25
+        return 1.0 + 10.0 * b
     times = arrivals(60.0, 180.0, 60.0, seed=0)  # capacity 167/s at 0.5 and 286/s at 0.25
     fixed = _simulate(lambda: 0.5, lambda _: None, times, service)
     ctl = BudgetController(30.0, 0.25, 1.0, start=0.5)
@@ -107,6 +108,18 @@ def test_arrivals_rise_at_the_asked_rate():
     assert np.array_equal(times, arrivals(50.0, 150.0, 30.0, seed=1))
 
 
+def test_arrivals_can_hold_the_peak_rate():
+    times = arrivals(50.0, 150.0, 30.0, seed=2, hold=1 / 3)  # rise over 20 s, then 150/s for 10 s
+    assert np.all(np.diff(times) >= 0) and times[-1] < 30.0
+    held = np.sum(times >= 20.0)
+    assert abs(held - 1500) < 4 * np.sqrt(1500)
+    rising = np.sum(times < 20.0)  # the mean rate 100/s over the rise
+    assert abs(rising - 2000) < 4 * np.sqrt(2000)
+    assert abs(np.sum((times >= 0) & (times < 2.0)) - 105) < 4 * np.sqrt(105)  # 50 -> 60/s over the first 2 s
+    with pytest.raises(ValueError, match="hold"):
+        arrivals(50.0, 150.0, 30.0, seed=2, hold=1.0)
+
+
 class _Recorder:
     def __init__(self):
         self.budgets = []
@@ -142,3 +155,4 @@ def test_the_accuracy_curve_comes_from_an_eval_report(tmp_path):
 def test_the_load_ramp_stops_short_of_what_the_lowest_budget_can_serve():
     assert ramp(200.0, 400.0, 1.1, 0.85) == (100.0, pytest.approx(220.0))  # a wide range: the fixed model overloads
     assert ramp(198.0, 235.0, 1.1, 0.85) == (99.0, pytest.approx(199.75))  # MiniLM at batch 1: capped
+    assert ramp(202.0, 250.0, 1.1, 0.7) == (101.0, pytest.approx(175.0))  # the default headroom
