@@ -219,3 +219,26 @@ def test_a_range_model_s_onnx_budget_input_matches_pytorch(ranged, fmt):
         np.testing.assert_allclose(sess.run(None, feeds)[0], ref, atol=1e-4, rtol=0)
     r = CliRunner().invoke(cli, ["verify", str(path), str(ranged["ckpt"])], catch_exceptions=False)
     assert r.exit_code == 0 and "budget input checked at default" in r.output, r.output
+
+
+def test_range_pretraining_moves_the_budget_directions_faster_than_the_rest_of_the_gate():
+    """The gates' budget directions get DIRECTION_LR_GAIN x the gate learning rate, in one optimiser
+    with the rest of the gate: one AdamW step moves each by about its group's rate."""
+    from acmtool.train.budget_range import DIRECTION_LR_GAIN, gate_param_groups
+    torch.manual_seed(0)
+    acm = AcmMlp(16, 16, 4, 8, "gelu", min_k=0, gate_hidden=8)
+    acm.gate.condition_on_budget()
+    rest, directions = gate_param_groups([acm], 1e-3)
+    assert rest["lr"] == 1e-3 and directions["lr"] == pytest.approx(1e-3 * DIRECTION_LR_GAIN)
+    assert {id(p) for p in directions["params"]} == {id(acm.gate.budget_in), id(acm.gate.budget_out)}
+    assert len(rest["params"]) + 2 == len(list(acm.gate.parameters()))
+    opt = torch.optim.AdamW([rest, directions], lr=1e-3, weight_decay=0.0)
+    before = [p.detach().clone() for p in (acm.gate.fc2.bias, acm.gate.budget_out)]
+    acm.gate.budget_delta = -0.25
+    acm.gate(torch.randn(32, 16)).pow(2).mean().backward()
+    opt.step()
+    moved = [float((p.detach() - b).abs().max()) for p, b in zip((acm.gate.fc2.bias, acm.gate.budget_out), before)]
+    assert moved[0] == pytest.approx(1e-3, rel=0.05) and moved[1] == pytest.approx(1e-3 * DIRECTION_LR_GAIN, rel=0.05)
+    # a gate without directions (a single-budget conversion) has none to speed up
+    plain = AcmMlp(16, 16, 4, 8, "gelu", min_k=0, gate_hidden=8)
+    assert gate_param_groups([plain], 1e-3)[1]["params"] == []

@@ -86,9 +86,13 @@ def run_phase(name: str, *, objective: Callable, params: list, steps: int, lr: f
     """objective(batch) -> (loss, {stat: float}), or an iterable of them: one optimiser update each
     (acmtool.train.token_chunks), the step's stats their mean. before_step(step, steps) runs before each step (step
     counts from 0, resumed runs from where they stopped), after_step(stats, step, steps) after each
-    update. Returns the phase's history (mean stats)."""
-    params = [p for p in params if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    update. params: tensors, or optimiser groups (dicts with "params" and their own "lr"). Returns the
+    phase's history (mean stats)."""
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    groups = [g for g in groups if g["params"]]
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     scheduler = cosine_schedule(optimizer, steps, warmup=warmup_steps(steps, min_warmup))
     start = 0
     if run_state.data.get("phase") == name and run_state.data.get("optimizer") is not None:

@@ -29,7 +29,7 @@ from acmtool.io.outputs import onnx_outputs, onnx_path, refuse_existing, report_
 from acmtool.io.sources import example_inputs, load_model
 from acmtool.layers.acm import acm_modules
 from acmtool.layers.control import apply_static_k, at_budget, set_knob
-from acmtool.train.budget_range import GateRangeTraining, RangeTraining, report_budgets
+from acmtool.train.budget_range import GateRangeTraining, RangeTraining, gate_param_groups, report_budgets
 from acmtool.train.budget_table import budget_table
 from acmtool.train.calibrate_budget import calibrate_budget, shift_gates
 from acmtool.train.calibration_rows import calibration_batches
@@ -262,8 +262,9 @@ class Pipeline:
                 return update(caps, prepared, None)
             return (update(caps, prepared, rows) for rows in chunks)
         lr = self.opts.gate_lr if self.opts.gate_lr is not None else GATE_LR[labels]
+        params = _gate_params(self.acms) if spread is None else gate_param_groups(self.acms.values(), lr)
         try:
-            self.phase("gates", self.opts.gate_epochs, lr, step, _gate_params(self.acms), stop, before_step=spread)
+            self.phase("gates", self.opts.gate_epochs, lr, step, params, stop, before_step=spread)
         finally:
             set_knob(self.acms.values(), None, None)
 
@@ -456,8 +457,9 @@ class Pipeline:
 
 def export_after_convert(output: Path, log, force: bool = False) -> Optional[str]:
     """The ONNX model beside the checkpoint (NAME.acm.onnx; a Whisper's folder of graphs
-    NAME.acm.whisper); a model that does not export keeps its checkpoint. Static models export too, as the narrower dense model they are; ACMs that cannot
-    beat their dense block export as it (acmtool.export.dense_fallback)."""
+    NAME.acm.whisper); a model that does not export keeps its checkpoint. Static models export too,
+    as the narrower dense model they are; ACMs that cannot beat their dense block export as it
+    (acmtool.export.dense_fallback)."""
     from acmtool.export import export_checkpoint
     from acmtool.export.dense_fallback import dense_fallback_line
     try:
