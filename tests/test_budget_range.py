@@ -242,3 +242,28 @@ def test_range_pretraining_moves_the_budget_directions_faster_than_the_rest_of_t
     # a gate without directions (a single-budget conversion) has none to speed up
     plain = AcmMlp(16, 16, 4, 8, "gelu", min_k=0, gate_hidden=8)
     assert gate_param_groups([plain], 1e-3)[1]["params"] == []
+
+
+def test_a_range_conversion_pretrains_the_budget_directions_at_the_higher_rate(tmp_path, monkeypatch):
+    """The pipeline's gate phase hands run_phase the two groups of gate_param_groups (the unit test
+    above checks what the groups do; this one that a --budget-range conversion uses them)."""
+    from acmtool.train import pipeline
+    from acmtool.train.budget_range import DIRECTION_LR_GAIN
+    seen = {}
+    real = pipeline.run_phase
+
+    def spy(name, **kwargs):
+        seen[name] = (kwargs["params"], kwargs["lr"])
+        return real(name, **kwargs)
+    monkeypatch.setattr(pipeline, "run_phase", spy)
+    npz = write_squares(tmp_path / "squares.npz")
+    args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget-range", "0.25:1.0", "--data", str(npz),
+            "-o", str(tmp_path / "vit.acm.safetensors"), "--max-steps", "2", "--batch-size", "32", "--no-onnx"]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    groups, lr = seen["gates"]
+    assert all(isinstance(g, dict) for g in groups), "gate pre-training got plain parameters, not groups"
+    assert [g["lr"] for g in groups] == [lr, pytest.approx(lr * DIRECTION_LR_GAIN)]
+    blocks = len(acm_modules(acmtool.load(tmp_path / "vit.acm.safetensors")))
+    assert blocks and len(groups[1]["params"]) == 2 * blocks  # budget_in and budget_out of every gate
+    assert not {id(p) for p in groups[1]["params"]} & {id(p) for p in groups[0]["params"]}
