@@ -106,6 +106,9 @@ def test_the_table_measures_on_the_first_samples_that_hold_enough_tokens(convert
     seen.clear()
     bt.budget_table(model, batches, 0.5, "cpu")
     assert set(seen) == set(sizes) and seen.count(16) == seen.count(23)
+    seen.clear()  # a caller's own cap (the range fine-tuning's cheap tables) wins over TABLE_TOKENS
+    bt.budget_table(model, batches, 0.5, "cpu", tokens=8 * per_sample)
+    assert seen[0] == 16 and set(seen[1:]) == {8}
 
 
 def test_knob_misuse_is_a_clear_error(converted):
@@ -175,8 +178,9 @@ def test_eval_budgets_prints_one_row_per_budget(converted):
 
 def test_bench_budgets_times_the_model_at_each_budget_and_plots_it(converted, tmp_path):
     png, js = tmp_path / "lat.png", tmp_path / "lat.json"
-    r = CliRunner().invoke(cli, ["bench", str(converted["onnx"]), "--budgets", "0.25,1", "--warmup", "1", "--iters", "3",
-                                 "--threads", "1", "--json", str(js), "--plot", str(png)], catch_exceptions=False)
+    r = CliRunner().invoke(cli, ["bench", str(converted["onnx"]), "--budgets", "0.25,1", "--warmup", "1",
+                                 "--iters", "3", "--threads", "1", "--json", str(js), "--plot", str(png)],
+                           catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "the model at each budget" in r.output
     assert [b["budget"] for b in json.loads(js.read_text())["budgets"]] == [0.25, 1.0]

@@ -119,7 +119,15 @@ def test_a_report_s_range_comes_back_with_config(ranged, tmp_path):
     assert r.exit_code != 0 and "0 < LO < HI" in r.output, r.output
 
 
-def test_range_training_sets_each_step_s_shift_from_its_table(ranged):
+def test_range_training_sets_each_step_s_shift_from_its_table(ranged, monkeypatch):
+    from acmtool.train import budget_range
+    asked = []
+    real = budget_range.budget_table
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(budget_range, "budget_table", spy)
     model = acmtool.load(ranged["ckpt"])
     x = torch.from_numpy(np.load(ranged["npz"])["x"][:64])
     lines = []
@@ -130,6 +138,9 @@ def test_range_training_sets_each_step_s_shift_from_its_table(ranged):
         want = float(shift_at(spread.table, torch.tensor(step_budget(0.25, 1.0, step, 0))))
         assert all(m.budget_shift == pytest.approx(want) for m in acms)
     assert len(lines) == 3  # steps 0, 2 and 4 of 8: a table per quarter
+    # cheap tables: they only aim the steps (the model's own table comes after fine-tuning)
+    assert asked and all(k["tokens"] == budget_range.REFRESH_TOKENS and k["grid"] == range_grid(0.25, 1.0)
+                         for k in asked)
     spread.finish()
     assert all(m.budget_shift is None for m in acms)
 

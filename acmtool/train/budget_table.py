@@ -43,20 +43,20 @@ def _at(model, acms: dict, batches: list, device, shift: float, delta=None) -> d
 
 
 @torch.no_grad()
-def budget_table(model: nn.Module, batches: list, trained: float, device, grid=GRID) -> dict:
+def budget_table(model: nn.Module, batches: list, trained: float, device, grid=GRID, tokens=None) -> dict:
     """{"budgets", "shifts", "achieved"}: the grid's budgets hit within TOLERANCE (others, e.g.
     below what the ACMs' min_k allow, are left out) and the trained budget at shift 0. The model's
     gates are left as they were. Budget-conditioned gates (convert --budget-range) are told each
     grid budget first; the shift then only trims what they spend, and need not fall with the budget
-    (the table says "conditioned"). Only the first samples that hold TABLE_TOKENS tokens at the
-    largest ACM are used."""
+    (the table says "conditioned"). Only the first samples that hold `tokens` (default
+    TABLE_TOKENS) tokens at the largest ACM are used."""
     acms = dict(acm_modules(model))
     saved = knob_state(acms.values())
     conditioned = any(m.gate.budget_in is not None for m in acms.values())
     try:
         home = _at(model, acms, batches[:1], device, 0.0)
         per_sample = max((len(z) for z in home.values()), default=0) / max(batch_size(batches[0]) or 1, 1)
-        capped = cap_tokens(batches, per_sample, TABLE_TOKENS)
+        capped = cap_tokens(batches, per_sample, tokens or TABLE_TOKENS)
         if capped[0] is not batches[0]:  # the first batch alone holds more than enough: its first rows
             home = _at(model, acms, capped, device, 0.0)
         elif len(capped) > 1:  # the rest of them, added to the first batch's logits
