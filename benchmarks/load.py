@@ -21,10 +21,10 @@ only 1.2-1.3x), and on DINOv2 the controller, at budgets 0.25-0.27 for the last 
 waits up to 210 ms against a 218 ms target. At 0.6 the formula gives 0.2-0.3 % at the lowest budget
 and 4-6 % at the fixed one, so the ramp separates the two; hence 0.6. The default target is
 `--target-x` times the time of one request among the workers at that capacity. The defaults (x 6,
-peak 1.1) come from a simulated two-worker
-queue with MiniLM-like service times (6.5 ms at 0.25, 8.5 ms at 0.625): there the fixed model's p99
-went from 30 to 600 ms over the ramp while the controlled one stayed under its 51 ms target; at x 4
-or a peak of 1.25 even the lowest budget cannot keep up near the end. The accuracy column is what
+peak 1.1) come from a simulated two-worker queue with MiniLM-like service times (6.5 ms at 0.25,
+8.5 ms at 0.625): there the fixed model's p99 went from 30 to 600 ms over the ramp while the
+controlled one stayed under its 51 ms target; at x 4 or a peak of 1.25 even the lowest budget cannot
+keep up near the end. The accuracy column is what
 the budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget
 curve (`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
 interpolated, averaged over requests.
