@@ -17,16 +17,15 @@ The peak is capped at `--headroom` times the capacity at the lowest budget: beyo
 keeps a queue short, and what is measured there is the queue, not the controller. At 0.7 even the
 lowest budget held all the time misses the default target: by the M/M/2 queue formula 1.1-1.4 % of
 requests wait past it (the capacities measured on MiniLM and DINOv2, which the whole range moves by
-only 1.2-1.3x), and on DINOv2, with the controller at budgets 0.25-0.29 from 36 s to 52 s, requests
-still waited up to 159-211 ms (two runs) on top of a 25-37 ms service, against a 218 ms target. At
-0.6 the formula gives 0.2-0.3 % at the lowest budget and 4-6 % at the fixed one, so the ramp
-separates the two; hence 0.6. The default target is
-`--target-x` times the time of one request among the workers at that capacity. The defaults (x 6,
-peak 1.1) come from a simulated two-worker queue with MiniLM-like service times (6.5 ms at 0.25,
-8.5 ms at 0.625): there the fixed model's p99 went from 30 to 600 ms over the ramp while the
-controlled one stayed under its 51 ms target; at x 4 or a peak of 1.25 even the lowest budget cannot
-keep up near the end. The accuracy column is what
-the budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget
+only 1.2-1.3x), and on DINOv2, with the controller's budget averaging 0.25-0.29 (2 s windows) from
+36 s to 52 s, requests still waited up to 159-211 ms (two runs) on top of a median 25-37 ms service,
+against a 218 ms target. At 0.6 the formula gives 0.2-0.3 % at the lowest budget and 4-6 % at the
+fixed one, so the ramp separates the two; hence 0.6. The default target is `--target-x` times the
+time of one request among the workers at that capacity. The defaults (x 6, peak 1.1) come from a
+simulated two-worker queue with MiniLM-like service times (6.5 ms at 0.25, 8.5 ms at 0.625): there
+the fixed model's p99 went from 30 to 600 ms over the ramp while the controlled one stayed under its
+51 ms target; at x 4 or a peak of 1.25 even the lowest budget cannot keep up near the end. The
+accuracy column is what the budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget
 curve (`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
 interpolated, averaged over requests.
 """
