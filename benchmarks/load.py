@@ -1,7 +1,8 @@
 """Holding a latency target under a rising load (issue 17): the dense model, an ACM at its fixed
-budget, and the same ACM with acmtool.runtime.BudgetController, served one request at a time by
-worker threads from one ONNX Runtime session each, under the same Poisson arrivals whose rate rises
-linearly through the run.
+budget, the same ACM held at its lowest budget (the floor: no controller can do better, so a check
+that the ramp stays within what the model can serve), and the ACM with
+acmtool.runtime.BudgetController, served one request at a time by worker threads from one ONNX
+Runtime session each, under the same Poisson arrivals whose rate rises linearly through the run.
 
     python -m benchmarks.load --acm M.acm.onnx --dense D.onnx --checkpoint M.acm.safetensors
         [--task minilm-fortunes] [--curve EVAL.json] [--target-ms T] [--seconds 60] [--workers 2] [--readme]
@@ -27,7 +28,10 @@ the fixed model's p99 went from 30 to 600 ms over the ramp while the controlled 
 51 ms target; at x 4 or a peak of 1.25 even the lowest budget cannot keep up near the end. The
 accuracy column is what the budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget
 curve (`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
-interpolated, averaged over requests.
+interpolated, averaged over requests. The capacities are measured again after the runs: this
+machine's speed drifts by up to a third between minutes, and a run served by a faster or slower
+machine than the one its ramp was sized for is flagged. With `--repeats R` every model serves the
+same arrivals R times, in an order rotated each time, and the table shows the medians.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ from typing import Callable, Optional
 import numpy as np
 
 THIRDS = ("low", "mid", "high")
+CONFIGS = ("dense", "acm fixed", "acm lowest", "acm controlled")
+DRIFT_WARNING = 0.10  # the capacity measured after the runs this far from before: a warning
 
 
 def arrivals(rate0: float, rate1: float, seconds: float, seed: int, hold: float = 0.0) -> np.ndarray:
@@ -144,6 +150,19 @@ def summarise(name: str, got: dict, times: np.ndarray, seconds: float, target_ms
     return row
 
 
+def pooled(rows: list[dict]) -> dict:
+    """One configuration's rows from several repeats as one: the median of every measured figure, with
+    the p99s of each repeat kept beside it."""
+    row = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, float):
+            row[key] = float(np.median([r[key] for r in rows]))
+    row["repeats"] = len(rows)
+    for key in ["p99_ms"] + [f"p99_{t}_ms" for t in THIRDS]:
+        row[key.replace("_ms", "_ms_each")] = [r[key] for r in rows]
+    return row
+
+
 def service_ms(sess, feeds: list, budget: Optional[float] = None, count: int = 40) -> float:
     """Median time of one request alone (no queue)."""
     out = []
@@ -184,10 +203,20 @@ def throughput(sess, feeds: list, workers: int, budget: Optional[float] = None, 
     return done[0] / (time.perf_counter() - started)
 
 
+def capacities(sess, feeds: list, workers: int, budgets: tuple, rounds: int = 3, seconds: float = 2.0) -> list:
+    """The throughput at each budget, the median of `rounds` short measurements taken in turn: one long
+    measurement at each budget in a row lets a slow minute of this host fall on one budget only."""
+    got = [[throughput(sess, feeds, workers, b, seconds) for b in budgets] for _ in range(rounds)]
+    return [float(np.median(column)) for column in zip(*got)]
+
+
 def render(rows: list[dict], target_ms: float) -> str:
     from acmtool.cli.format import table
     head = ["model", "requests", "p50 ms", "p99 ms", "p99 low/mid/high load", "over target", "mean budget",
             "lowest"] + (["accuracy %"] if any("accuracy" in r for r in rows) else [])
+    repeated = any(r.get("repeats", 1) > 1 for r in rows)
+    if repeated:  # the figures are medians over the repeats; each repeat's p99 beside them
+        head.append("p99 each run")
     body = []
     for r in rows:
         cells = [r["model"], str(r["requests"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
@@ -195,6 +224,8 @@ def render(rows: list[dict], target_ms: float) -> str:
                  f"{r['mean_budget']:.3f}", f"{r['lowest_budget']:.3f}" if "lowest_budget" in r else "-"]
         if "accuracy" in r:
             cells.append(f"{r['accuracy']:.2f}")
+        if repeated:
+            cells.append(" / ".join(f"{x:.0f}" for x in r["p99_ms_each"]))
         body.append(cells)
     return table(head, body) + f"\n(target p99 {target_ms:.1f} ms)"
 
@@ -221,9 +252,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="serve the arrivals this many times per model, in rotated order; the table shows medians")
     p.add_argument("--name", default=None, help="the result file's name (default: from the task)")
     p.add_argument("--readme", action="store_true", help="also rewrite the README's load table")
     a = p.parse_args(argv)
+    if a.repeats < 1:
+        p.error(f"--repeats must be at least 1; got {a.repeats}")
     dataset, collate = held_out(TASKS[a.task], a.checkpoint)
     batches = held_out_batches(dataset, collate, 1, min(len(dataset), 500))
     sessions = {n: session(path, threads=1) for n, path in (("dense", a.dense), ("acm", a.acm))}
@@ -233,8 +268,7 @@ def main(argv=None) -> list[dict]:
     fixed = service_ms(sessions["acm"], feeds["acm"], trained)
     lowest = service_ms(sessions["acm"], feeds["acm"], ctl.lowest)
     dense = service_ms(sessions["dense"], feeds["dense"])
-    capacity = throughput(sessions["acm"], feeds["acm"], a.workers, trained)
-    capacity_lowest = throughput(sessions["acm"], feeds["acm"], a.workers, ctl.lowest)
+    capacity, capacity_lowest = capacities(sessions["acm"], feeds["acm"], a.workers, (trained, ctl.lowest))
     loaded = a.workers / capacity * 1e3  # the time of one request among `workers` running at once
     target = a.target_ms or a.target_x * loaded
     rate0, rate1 = ramp(capacity, capacity_lowest, a.peak, a.headroom)
@@ -248,23 +282,46 @@ def main(argv=None) -> list[dict]:
           f"target p99 {target:.1f} ms")
     times = arrivals(rate0, rate1, a.seconds, a.seed, a.hold)
     curve = accuracy_curve(a.curve)
-    rows = []
-    for name in ("dense", "acm fixed", "acm controlled"):
-        sess = sessions["dense" if name == "dense" else "acm"]
-        fs = feeds["dense" if name == "dense" else "acm"]
-        if name == "acm controlled":
-            ctl = BudgetController.for_model(a.acm, target_ms=target, lowest=a.lowest)
-            got = serve(sess, fs, times, a.workers, lambda: ctl.budget, ctl.observe)
-        else:
-            got = serve(sess, fs, times, a.workers)
-        rows.append(summarise(name, got, times, a.seconds, target, curve, None if name == "dense" else trained))
-        print(f"{name}: p99 {rows[-1]['p99_ms']:.1f} ms", flush=True)
+    floor = ctl.lowest
+    runs, capacities_after = {name: [] for name in CONFIGS}, []
+    for r in range(a.repeats):
+        # Each repeat serves the same arrivals in a rotated order, so no configuration always meets the
+        # machine's slow minutes: the host's speed drifts by up to a third between them.
+        for name in CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]:
+            sess = sessions["dense" if name == "dense" else "acm"]
+            fs = feeds["dense" if name == "dense" else "acm"]
+            if name == "acm controlled":
+                ctl = BudgetController.for_model(a.acm, target_ms=target, lowest=a.lowest)
+                got = serve(sess, fs, times, a.workers, lambda: ctl.budget, ctl.observe)
+            elif name == "acm lowest":  # the floor: what no controller can beat, so a check on the ramp
+                got = serve(sess, fs, times, a.workers, lambda: floor)
+            else:
+                got = serve(sess, fs, times, a.workers)
+            runs[name].append(summarise(name, got, times, a.seconds, target, curve,
+                                        None if name == "dense" else trained))
+            print(f"{name} (run {r + 1} of {a.repeats}): p99 {runs[name][-1]['p99_ms']:.1f} ms", flush=True)
+        # Measured again: a capacity far from the one the ramp and target were sized by means the rows
+        # were served by a different machine from the one planned.
+        capacities_after.append(capacities(sessions["acm"], feeds["acm"], a.workers, (trained, floor)))
+        print(f"capacity measured again: {capacities_after[-1][0]:.0f} requests/s at {trained:g}, "
+              f"{capacities_after[-1][1]:.0f} at {floor:g} (before: {capacity:.0f}, {capacity_lowest:.0f})")
+    rows = [pooled(runs[name]) for name in CONFIGS]
     text = render(rows, target)
     print(text)
+    drift = max(max(abs(x / capacity - 1), abs(y / capacity_lowest - 1)) for x, y in capacities_after)
+    if drift > DRIFT_WARNING:
+        print(f"warning: the capacity moved by up to {100 * drift:.0f} % during the benchmark; the ramp and the target "
+              f"no longer match the machine that served the requests: rerun it on a quieter machine or with more "
+              f"--repeats")
+    if any(rows[CONFIGS.index("acm lowest")][f"p99_{t}_ms"] > target for t in THIRDS):
+        print("warning: even the lowest budget held all the time missed the target in a third of the ramp: the ramp "
+              "is beyond what any budget can serve there, so that third says nothing about the controller")
     extra = {"target_ms": target, "rate": [rate0, rate1], "peak": a.peak, "hold": a.hold, "headroom": a.headroom,
              "seconds": a.seconds, "workers": a.workers,
              "service_ms": {"dense": dense, "acm_trained": fixed, "acm_lowest": lowest},
              "capacity_per_s": {"acm_trained": capacity, "acm_lowest": capacity_lowest},
+             "capacity_after_per_s": [{"acm_trained": x, "acm_lowest": y} for x, y in capacities_after],
+             "repeats": a.repeats,
              "trained_budget": trained, "lowest_budget": ctl.lowest, "acm": str(a.acm), "curve": str(a.curve)}
     write(rows, RESULTS / f"load-{a.name or a.task}-{tag()}", extra)
     if a.readme:

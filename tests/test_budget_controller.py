@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from acmtool.errors import AcmInputError
 from acmtool.runtime import BudgetController
-from benchmarks.load import accuracy_curve, arrivals, ramp, serve, summarise
+from benchmarks.load import accuracy_curve, arrivals, pooled, ramp, render, serve, summarise
 
 
 def test_the_budget_falls_fast_when_over_target_and_rises_slowly_with_slack():
@@ -156,3 +156,17 @@ def test_the_load_ramp_stops_short_of_what_the_lowest_budget_can_serve():
     assert ramp(200.0, 400.0, 1.1, 0.85) == (100.0, pytest.approx(220.0))  # a wide range: the fixed model overloads
     assert ramp(198.0, 235.0, 1.1, 0.85) == (99.0, pytest.approx(199.75))  # MiniLM at batch 1: capped
     assert ramp(202.0, 250.0, 1.1, 0.6) == (101.0, pytest.approx(150.0))  # the default headroom
+
+
+def test_repeated_load_runs_are_reported_as_medians_with_each_runs_p99():
+    def row(p99, budget):
+        return {"model": "acm controlled", "requests": 10, "p50_ms": p99 / 4, "p99_ms": p99, "over_target": p99 / 1000,
+                "p99_low_ms": p99 - 2, "p99_mid_ms": p99 - 1, "p99_high_ms": p99, "mean_budget": budget,
+                "lowest_budget": 0.25}
+    got = pooled([row(90.0, 0.3), row(30.0, 0.5), row(60.0, 0.4)])
+    assert got["p99_ms"] == 60.0 and got["p99_high_ms"] == 60.0 and got["mean_budget"] == pytest.approx(0.4)
+    assert got["p99_ms_each"] == [90.0, 30.0, 60.0] and got["p99_low_ms_each"] == [88.0, 28.0, 58.0]
+    assert got["requests"] == 10 and got["repeats"] == 3
+    text = render([got], 50.0)
+    assert "p99 each run" in text and "90 / 30 / 60" in text
+    assert "each run" not in render([pooled([row(90.0, 0.3)])], 50.0)  # one run: the table as before
