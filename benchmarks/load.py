@@ -9,7 +9,8 @@ Runtime session each, under the same Poisson arrivals whose rate rises linearly 
 
 Requests are real held-out samples of the task (batch 1). A request's latency runs from its arrival
 to its answer, queueing included. The rate rises from half the fixed-budget ACM's capacity
-(requests per second with the workers answering back to back, measured first) to `--peak` times
+(requests per second with the workers answering back to back, measured first: the median of
+three short measurements taken in turn with the lowest budget's) to `--peak` times
 that capacity over the first two thirds of the run and holds there for the last third (`--hold`),
 so the fixed model ends overloaded and its queue grows, while the controller can lower the budget
 to keep up. The hold is there because a queue takes time to build: on DINOv2 a ramp that only
@@ -26,9 +27,9 @@ time of one request among the workers at that capacity. The defaults (x 6, peak 
 simulated two-worker queue with MiniLM-like service times (6.5 ms at 0.25, 8.5 ms at 0.625): there
 the fixed model's p99 went from 30 to 600 ms over the ramp while the controlled one stayed under its
 51 ms target; at x 4 or a peak of 1.25 even the lowest budget cannot keep up near the end. The
-accuracy column is what the budgets chosen cost: each request's budget looked up in the model's accuracy-against-budget
-curve (`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in probe or accuracy there),
-interpolated, averaged over requests. The capacities are measured again after the runs: this
+accuracy column is what the budgets chosen cost: each request's budget looked up in the model's
+accuracy-against-budget curve (`acmtool eval CKPT --budgets ... --json EVAL.json`, the drop-in
+probe or accuracy there), interpolated, averaged over requests. The capacities are measured again after the runs: this
 machine's speed drifts by up to a third between minutes, and a run served by a faster or slower
 machine than the one its ramp was sized for is flagged. With `--repeats R` every model serves the
 same arrivals R times, in an order rotated each time, and the table shows the medians.
