@@ -36,6 +36,11 @@ def test_budget_range_parses_and_refuses_what_cannot_be_a_range():
         ConvertOptions(budget=0.5, budget_range=[0.25, 1.0], finetune_gates=True, **base)
     with pytest.raises(AcmInputError, match="two budgets"):
         ConvertOptions(budget=0.5, budget_range=[0.25], **base)
+    with pytest.raises(AcmInputError, match="give the range"):
+        ConvertOptions(budget=0.5, range_skew=2.0, **base)
+    for skew in (0.5, 9.0, float("nan")):
+        with pytest.raises(AcmInputError, match="range-skew must lie in"):
+            ConvertOptions(budget=0.5, budget_range=[0.25, 1.0], range_skew=skew, **base)
 
 
 def test_step_budgets_cover_the_range_evenly_and_do_not_depend_on_resuming():
@@ -49,6 +54,17 @@ def test_step_budgets_cover_the_range_evenly_and_do_not_depend_on_resuming():
     assert range_grid(0.27, 0.5) == (0.27, 0.3, 0.35, 0.4, 0.45, 0.5)
     assert report_budgets(0.25, 1.0, 0.625) == [0.25, 0.5, 0.625, 0.75, 1.0]
     assert report_budgets(0.3, 0.6, 0.5) == [0.3, 0.5, 0.6]
+
+
+def test_a_skew_puts_more_fine_tuning_steps_near_the_low_end_of_the_range():
+    lo, hi = 0.25, 1.0
+    even = np.array([step_budget(lo, hi, s, seed=0) for s in range(1000)])
+    skewed = np.array([step_budget(lo, hi, s, seed=0, skew=2.0) for s in range(1000)])
+    assert np.all((skewed >= lo) & (skewed <= hi)) and skewed.max() > 0.95  # the whole range is still trained
+    near_lo, near_075 = np.mean(skewed < lo + 0.1), np.mean(np.abs(skewed - 0.75) <= 0.1)
+    assert abs(np.mean(even < lo + 0.1) - 0.133) < 0.01 and abs(near_lo - 0.365) < 0.01  # the docstring's figures
+    assert abs(near_075 - 0.164) < 0.01
+    assert [step_budget(lo, hi, s, 0, 2.0) for s in range(600, 700)] == list(skewed[600:700])  # resumable
 
 
 def test_the_shift_moves_the_gates_in_training_as_at_inference():
@@ -69,12 +85,13 @@ def test_the_shift_moves_the_gates_in_training_as_at_inference():
 
 @pytest.fixture(scope="module")
 def ranged(tmp_path_factory):
-    """The tiny ViT converted with --budget-range 0.25:1.0 (no --budget: the middle, 0.625)."""
+    """The tiny ViT converted with --budget-range 0.25:1.0 (no --budget: the middle, 0.625), its
+    fine-tuning budgets skewed towards 0.25."""
     tmp = tmp_path_factory.mktemp("range")
     npz = write_squares(tmp / "squares.npz")
     out = tmp / "vit.acm.safetensors"
     args = ["convert", TINY, "--model-args", json.dumps(TINY_ARGS), "--budget-range", "0.25:1.0", "--data", str(npz),
-            "-o", str(out), "--max-steps", "8", "--batch-size", "32"]
+            "--range-skew", "2", "-o", str(out), "--max-steps", "8", "--batch-size", "32"]
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     return {"ckpt": out, "onnx": tmp / "vit.acm.onnx", "output": r.output, "npz": npz, "tmp": tmp}
@@ -82,6 +99,7 @@ def ranged(tmp_path_factory):
 
 def test_a_range_model_reports_each_budget_and_keeps_its_range(ranged):
     assert "budget range: shifts measured" in ranged["output"]
+    assert "fine-tuning budgets skewed towards 0.25 (--range-skew 2)" in ranged["output"]
     model = acmtool.load(ranged["ckpt"])
     info = model.acmtool_info
     assert info["budget"] == 0.625 and info["budget_range"] == [0.25, 1.0]
@@ -94,7 +112,7 @@ def test_a_range_model_reports_each_budget_and_keeps_its_range(ranged):
     assert achieved == sorted(achieved) and achieved[-1] == pytest.approx(1.0)
     assert all(r["eval_samples"] > 0 and "accuracy" in r["vs_original"] for r in curve)
     assert "across the trained range" in ranged["output"] and "0.62" in ranged["output"]
-    assert report["convert_options"]["budget_range"] == [0.25, 1.0]
+    assert report["convert_options"]["budget_range"] == [0.25, 1.0] and report["convert_options"]["range_skew"] == 2
     import onnx
     meta = {p.key: p.value for p in onnx.load(str(ranged["onnx"]), load_external_data=False).metadata_props}
     assert json.loads(meta["acmtool.budget"])["trained_range"] == [0.25, 1.0]
@@ -131,12 +149,14 @@ def test_range_training_sets_each_step_s_shift_from_its_table(ranged, monkeypatc
     model = acmtool.load(ranged["ckpt"])
     x = torch.from_numpy(np.load(ranged["npz"])["x"][:64])
     lines = []
-    spread = RangeTraining(model, [x], 0.625, [0.25, 1.0], torch.device("cpu"), seed=0, log=lines.append)
+    spread = RangeTraining(model, [x], 0.625, [0.25, 1.0], torch.device("cpu"), seed=0, log=lines.append, skew=2.0)
     acms = [m for _, m in acm_modules(model)]
     for step in range(6):
         spread(step, 8)
-        want = float(shift_at(spread.table, torch.tensor(step_budget(0.25, 1.0, step, 0))))
-        assert all(m.budget_shift == pytest.approx(want) for m in acms)
+        b = step_budget(0.25, 1.0, step, 0, skew=2.0)
+        want = float(shift_at(spread.table, torch.tensor(b)))
+        assert all(m.budget_shift == pytest.approx(want) and m.gate.budget_delta == pytest.approx(b - 0.625)
+                   for m in acms)
     assert len(lines) == 3  # steps 0, 2 and 4 of 8: a table per quarter
     # cheap tables: they only aim the steps (the model's own table comes after fine-tuning)
     assert asked and all(k["tokens"] == budget_range.REFRESH_TOKENS and k["grid"] == range_grid(0.25, 1.0)

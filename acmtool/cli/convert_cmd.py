@@ -29,6 +29,10 @@ def default_output(model: str) -> Path:
 @click.option("--budget-range", default=None, metavar="LO:HI",
               help="Train one model for every budget from LO to HI (the budget knob: acmtool.set_budget, the ONNX "
                    "model's budget input); --budget, its default budget, is then the middle of the range unless given.")
+@click.option("--range-skew", type=float, default=1.0, show_default=True,
+              help="With --budget-range: fine-tuning budgets LO + (HI - LO) * u**S for u spread evenly over [0, 1); "
+                   "S > 1 puts more steps near LO, the budget furthest from the original (2: 37 % of the steps "
+                   "within 0.1 of 0.25 on 0.25:1.0, against 13 %).")
 @click.option("--data", default=None,
               help="Training data: an image folder, .npz, .txt, .csv/.tsv/.jsonl, fashion-mnist, fortunes; for speech "
                    "models a folder of audio with a transcript table (path, text), asterisk or pocketsphinx. Without "

@@ -16,8 +16,11 @@ So with a range the gates read the budget (acmtool.layers.gate: budget-condition
   and again at each quarter of it (fine-tuning moves the gates' inputs); a resumed run measures it
   again where it resumes. These tables only aim the steps, so they measure fewer tokens
   (REFRESH_TOKENS); the model's own table, measured after fine-tuning, is the full one.
-Step budgets are spread evenly over [LO, HI] (a golden-ratio sequence: any stretch of steps covers
-the range) and depend only on the step, so a resumed run repeats them.
+Step budgets are spread over [LO, HI] (a golden-ratio sequence: any stretch of steps covers the
+range) and depend only on the step, so a resumed run repeats them. Evenly by default; with
+`--range-skew S` fine-tuning's budgets are LO + (HI - LO) * u**S, so more steps fall near LO, where
+the learners have the most to make up for: with S = 2, 37 % of the steps lie within 0.1 of 0.25 on
+0.25:1.0 (13 % evenly), 16 % within 0.1 of 0.75 (27 %).
 """
 from __future__ import annotations
 
@@ -55,10 +58,11 @@ def range_grid(lo: float, hi: float) -> tuple:
     return tuple(sorted({lo, hi, *(b for b in GRID if lo < b < hi)}))
 
 
-def step_budget(lo: float, hi: float, step: int, seed: int) -> float:
-    """The budget of fine-tuning step `step`: the same for a step whether or not the run resumed."""
+def step_budget(lo: float, hi: float, step: int, seed: int, skew: float = 1.0) -> float:
+    """The budget of fine-tuning step `step`: the same for a step whether or not the run resumed;
+    skew > 1 puts more of the steps near lo."""
     u = (0.5 * (seed % 7919) / 7919 + step * GOLDEN) % 1.0
-    return lo + (hi - lo) * u
+    return lo + (hi - lo) * u ** skew
 
 
 def report_budgets(lo: float, hi: float, trained: float) -> list:
@@ -68,10 +72,11 @@ def report_budgets(lo: float, hi: float, trained: float) -> list:
 class RangeTraining:
     """before_step of the fine-tuning phase: tells every gate the step's budget and sets its shift."""
 
-    def __init__(self, model, batches: list, trained: float, budget_range: list, device, seed: int, log=print):
+    def __init__(self, model, batches: list, trained: float, budget_range: list, device, seed: int, log=print,
+                 skew: float = 1.0):
         self.model, self.batches, self.trained, self.device = model, batches, trained, device
         self.lo, self.hi = budget_range
-        self.seed, self.log = seed, log
+        self.seed, self.log, self.skew = seed, log, skew
         self.table: Optional[dict] = None
         self.measured_at = -1
         self.acms = [m for _, m in acm_modules(model)]
@@ -91,14 +96,16 @@ class RangeTraining:
             raise AcmInputError(f"--budget-range {self.lo:g}:{self.hi:g}: these gates reach only {lo:.2f} to {hi:.2f} "
                                 f"on the calibration data; narrow the range")
         self.table, self.measured_at = table, step
+        skewed = "" if self.skew == 1 else \
+            f"; fine-tuning budgets skewed towards {self.lo:g} (--range-skew {self.skew:g})"
         self.log(f"budget range: shifts measured for {len(table['budgets'])} budgets from {lo:.2f} to {hi:.2f} "
-                 f"(step {step})")
+                 f"(step {step}){skewed}")
 
     def __call__(self, step: int, steps: int) -> None:
         every = max(1, math.ceil(steps / REFRESHES))
         if self.table is None or (step % every == 0 and step != self.measured_at):
             self._measure(step)
-        b = step_budget(self.lo, self.hi, step, self.seed)
+        b = step_budget(self.lo, self.hi, step, self.seed, self.skew)
         set_knob(self.acms, float(shift_at(self.table, torch.tensor(b))), b - self.trained)
 
     def finish(self) -> None:

@@ -92,6 +92,7 @@ class ConvertOptions:
     labels: bool = False
     finetune_gates: bool = False  # train the gates in fine-tuning too (budget, entropy, diversity losses)
     budget_range: Optional[list] = None  # [lo, hi]: fine-tune for every budget in it (acmtool.train.budget_range)
+    range_skew: float = 1.0  # > 1: more of the range's fine-tuning steps near lo (budget_range.step_budget)
     distill_epochs: float = 1.0
     gate_epochs: float = 0.5
     finetune_epochs: float = 1.0
@@ -124,7 +125,8 @@ class ConvertOptions:
 
     def __post_init__(self):
         if not 0 < self.budget <= 1:
-            raise AcmInputError(f"--budget must lie in (0, 1]: the fraction of learner compute to keep; got {self.budget}")
+            raise AcmInputError(f"--budget must lie in (0, 1]: the fraction of learner compute to keep; "
+                                f"got {self.budget}")
         for name in ("distill_epochs", "gate_epochs", "finetune_epochs"):
             if getattr(self, name) < 0:
                 raise AcmInputError(f"--{name.replace('_', '-')} must be >= 0")
@@ -142,6 +144,11 @@ class ConvertOptions:
             raise AcmInputError(f"--gate-probes must be at least 1; got {self.gate_probes}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AcmInputError("--max-steps must be positive")
+        if not 1 <= self.range_skew <= 8:
+            raise AcmInputError(f"--range-skew must lie in [1, 8] (1: fine-tuning budgets spread evenly over the "
+                                f"range; 2: more of them near its low end); got {self.range_skew}")
+        if self.range_skew != 1 and self.budget_range is None:
+            raise AcmInputError("--range-skew spreads the fine-tuning budgets of --budget-range LO:HI; give the range")
         if self.budget_range is not None:
             self._check_budget_range()
         if self.static and self.budget is not None:

@@ -344,7 +344,7 @@ class Pipeline:
         spread = None
         if o.budget_range is not None:  # each step at its own budget of the range, through the knob's shift
             spread = RangeTraining(self.student, self.calib_batches, o.budget, o.budget_range, self.ctx.device,
-                                   o.seed, self.log)
+                                   o.seed, self.log, skew=o.range_skew)
         try:
             self.phase("finetune", o.finetune_epochs, o.finetune_lr, step, params, stop, after_step=steer,
                        before_step=spread, min_warmup=FINETUNE_WARMUP)
