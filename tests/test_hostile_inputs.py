@@ -60,3 +60,14 @@ def test_a_good_run_state_loads(tmp_path):
     data = RunState(tmp_path / "run", {"budget": 0.5, "data": "x"}).load()
     assert data["phase"] == "distill" and data["step"] == 3
     assert json.loads((tmp_path / "run" / "args.json").read_text())["budget"] == 0.5
+
+
+def test_a_run_started_before_an_option_existed_resumes_under_its_default(tmp_path):
+    _saved_run(tmp_path / "run")  # args.json has no "skew"
+    defaults = {"skew": 1.0}
+    data = RunState(tmp_path / "run", {"budget": 0.5, "data": "x", "skew": 1.0}, defaults=defaults).load()
+    assert data["step"] == 3
+    with pytest.raises(AcmInputError, match=r"other options \(skew\)"):
+        RunState(tmp_path / "run", {"budget": 0.5, "data": "x", "skew": 2.0}, defaults=defaults).load()
+    with pytest.raises(AcmInputError, match=r"other options \(skew\)"):  # no default known: a new option differs
+        RunState(tmp_path / "run", {"budget": 0.5, "data": "x", "skew": 1.0}).load()

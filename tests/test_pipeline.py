@@ -264,3 +264,25 @@ def test_gate_probes_reach_the_fisher_probe(tmp_path, npz, monkeypatch):
     report = convert(options(npz, tmp_path / "p.acm.safetensors", max_steps=1, gate_probes=2, gate_labels="loss"))
     assert seen and set(seen) == {2}
     assert report["convert_options"]["gate_probes"] == 2
+
+
+@pytest.mark.parametrize("given,static,used", [("auto", False, "anchor"), ("auto", True, "even"),
+                                               ("usage", False, "usage"), ("even", False, "even")])
+def test_distillation_weighs_the_prefixes_as_asked(tmp_path, npz, monkeypatch, given, static, used):
+    import acmtool.train.losses as losses
+    import acmtool.train.objectives as objectives
+    seen = set()
+    real = losses.prefix_weights
+    monkeypatch.setattr(losses, "prefix_weights", lambda acm, every, target, weighting, budget=None:
+                        seen.add((weighting, budget)) or real(acm, every, target, weighting, budget))
+    assert objectives.prefix_distillation_loss is losses.prefix_distillation_loss  # reads prefix_weights there
+    budget = 0.25 if static else 0.5
+    report = convert(options(npz, tmp_path / "w.acm.safetensors", max_steps=1, distill_weights=given,
+                             static=static, budget=budget))
+    assert seen == {(used, budget)}
+    assert report["convert_options"]["distill_weights"] == given
+
+
+def test_an_unknown_distillation_weighting_is_refused(tmp_path, npz):
+    with pytest.raises(AcmInputError, match="--distill-weights must be one of auto, anchor, even, usage"):
+        options(npz, tmp_path / "x.acm.safetensors", distill_weights="mean")

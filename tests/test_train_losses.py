@@ -11,6 +11,7 @@ from acmtool.train.losses import (
     gate_choice_probs,
     gate_labels,
     prefix_distillation_loss,
+    prefix_weights,
 )
 from acmtool.train.tokens import real_tokens
 
@@ -51,7 +52,7 @@ def test_the_full_prefix_weighs_as_much_as_the_shorter_ones_together(cls, min_k,
     anchored = (shorter + (len(errors) - 1) * full) / (2 * (len(errors) - 1)) / scale
     assert float(prefix_distillation_loss(m, z, target).detach()) == pytest.approx(anchored, rel=1e-5)
     alike = sum(errors) / len(errors) / scale
-    assert float(prefix_distillation_loss(m, z, target, anchor_full=False).detach()) == pytest.approx(alike, rel=1e-5)
+    assert float(prefix_distillation_loss(m, z, target, "even").detach()) == pytest.approx(alike, rel=1e-5)
 
 
 def test_a_single_prefix_is_its_own_loss():
@@ -62,7 +63,7 @@ def test_a_single_prefix_is_its_own_loss():
     assert float(prefix_distillation_loss(m, z, target).detach()) == pytest.approx(expected, rel=1e-5)
 
 
-def _distil(anchor_full: bool, steps: int = 60) -> tuple[float, float]:
+def _distil(weighting: str, steps: int = 60, budget=None) -> tuple[float, float]:
     """Distil an ACM whose learners start as an exact split of its target MLP; returns the relative
     error of the full prefix and of the first one afterwards."""
     torch.manual_seed(0)
@@ -74,7 +75,7 @@ def _distil(anchor_full: bool, steps: int = 60) -> tuple[float, float]:
     opt = torch.optim.Adam([m.w1, m.b1, m.w2], lr=3e-2)
     for _ in range(steps):
         opt.zero_grad()
-        prefix_distillation_loss(m, z, target, anchor_full).backward()
+        prefix_distillation_loss(m, z, target, weighting, budget).backward()
         opt.step()
     with torch.no_grad():
         rel = [float((m.forward_k(z, k) - target).pow(2).mean() / target.pow(2).mean()) for k in (4, 1)]
@@ -83,11 +84,48 @@ def _distil(anchor_full: bool, steps: int = 60) -> tuple[float, float]:
 
 def test_the_anchor_keeps_the_full_prefix_near_the_original():
     # equal weights trade h(z, N) = f(z), exact at the start, for the short prefixes
-    full_alike, first_alike = _distil(anchor_full=False)
-    full_anchored, first_anchored = _distil(anchor_full=True)
+    full_alike, first_alike = _distil("even")
+    full_anchored, first_anchored = _distil("anchor")
     assert full_alike > 0.01
     assert full_anchored < 0.85 * full_alike  # 0.036 against 0.047 here
     assert first_anchored < 0.5  # the short prefixes still learn: h(z, 1) starts at 0.78
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.5, 1.0])
+@pytest.mark.parametrize("cls,min_k,act", [(AcmMlp, 0, "gelu"), (AcmProjection, 1, "identity")])
+def test_usage_weights_are_half_even_half_the_budget_labels_shares(budget, cls, min_k, act):
+    torch.manual_seed(0)
+    m = make(cls, min_k=min_k, act=act)
+    z = torch.randn(300, 12)
+    target = m.forward_k(z, 4) + 0.05 * torch.randn(300, 9)
+    first = max(min_k, 1)
+    ks = budget_gate_labels(m, z, target, budget) + min_k
+    share = torch.tensor([float((ks == k).float().mean()) for k in range(first, 5)])
+    weights = prefix_weights(m, m.forward_prefixes(z), target, "usage", budget)
+    assert torch.allclose(weights, 1 / (5 - first) + share, atol=1e-6)
+    errors = torch.stack([(m.forward_k(z, k) - target).pow(2).mean() for k in range(first, 5)])
+    expected = float((errors * weights).sum() / weights.sum() / target.pow(2).mean())
+    got = prefix_distillation_loss(m, z, target, "usage", budget)
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-5)
+    if budget == 1.0:  # every token may take every learner: the usage half is all on h(z, N)
+        assert float(weights[-1]) == pytest.approx(1 / (5 - first) + 1, rel=1e-6)
+
+
+def test_prefix_weights_refuse_an_unknown_weighting_or_usage_without_a_budget():
+    m = make()
+    z, target = torch.randn(7, 12), torch.randn(7, 9)
+    for weighting, budget in (("mean", 0.5), ("usage", None)):
+        with pytest.raises(ValueError, match="prefix weighting"):
+            prefix_weights(m, m.forward_prefixes(z), target, weighting, budget)
+
+
+def test_usage_weights_serve_the_prefixes_a_low_budget_uses():
+    # at 0.25 most tokens get k = 1: weighing prefixes by use leaves h(z, 1) closer to the target
+    # than the anchor does, which spends half the weight on h(z, N)
+    full_anchored, first_anchored = _distil("anchor")
+    full_usage, first_usage = _distil("usage", budget=0.25)
+    assert first_usage < 0.9 * first_anchored
+    assert full_usage > full_anchored  # the price: the full prefix, which few tokens run
 
 
 @pytest.mark.parametrize("budget", [0.25, 0.5, 0.75])

@@ -49,6 +49,11 @@ def default_output(model: str) -> Path:
               help="Train the gates in fine-tuning too (budget, entropy and diversity losses); by default they "
                    "keep what gate pre-training taught them.")
 @click.option("--distill-epochs", type=float, default=1.0, show_default=True)
+@click.option("--distill-weights", type=click.Choice(["auto", "anchor", "even", "usage"]), default="auto",
+              show_default=True,
+              help="How distillation weighs each prefix h(z, k): anchor (h(z, N) as much as all shorter ones), even, "
+                   "usage (half by the share of tokens that --budget sends to each k); auto: anchor, even with "
+                   "--static.")
 @click.option("--gate-epochs", type=float, default=0.5, show_default=True)
 @click.option("--finetune-epochs", type=float, default=1.0, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on the steps of each phase.")

@@ -10,24 +10,50 @@ from acmtool.layers.acm import AcmModule
 from acmtool.train.tokens import real_tokens
 
 
+DISTILL_WEIGHTS = ("anchor", "even", "usage")
+
+
 def prefix_distillation_loss(acm: AcmModule, z: torch.Tensor, target: torch.Tensor,
-                             anchor_full: bool = True) -> torch.Tensor:
+                             weighting: str = "anchor", budget: Optional[float] = None) -> torch.Tensor:
     """MSE(h(z, k), f(z)) over k = max(min_k, 1)..N, scaled by the target's variance so blocks of
     any magnitude weigh alike. Learner i is in every prefix k > i, so it learns from all of them,
-    not only its own. With anchor_full the full prefix h(z, N) weighs as much as all the shorter
-    ones together, otherwise every prefix weighs alike (the static baseline, which never runs N).
+    not only its own. How the prefixes weigh (prefix_weights): 'anchor', the full prefix h(z, N) as
+    much as all the shorter ones together; 'even', every prefix alike (the static baseline, which
+    never runs N); 'usage', half alike and half by the share of this batch's tokens that the budget
+    labels at `budget` send to each k.
 
     Why the anchor: h(z, N) starts equal to f(z) (the learners split the original's neurons) and it
     is what every token the gates send to k = N gets. Weighed like the others, distillation trades it
     for the short prefixes: Whisper tiny.en's ACM run at budget 1.0 (every token k = N) agreed with
     the original's next token on only 95.3 % of its transcripts' tokens and lost 1.53 WER points."""
-    prefixes = acm.forward_prefixes(z)[max(acm.min_k, 1):]  # [K, T, Dout]
-    errors = (prefixes - target.unsqueeze(0)).pow(2).flatten(1).mean(1)  # [K]
-    weights = torch.ones_like(errors)
-    if anchor_full and errors.numel() > 1:
-        weights[-1] = errors.numel() - 1
+    every = acm.forward_prefixes(z)  # [N + 1, T, Dout], k = 0..N
+    first = max(acm.min_k, 1)
+    errors = (every[first:] - target.unsqueeze(0)).pow(2).flatten(1).mean(1)  # [K]
+    weights = prefix_weights(acm, every, target, weighting, budget)
     scale = target.pow(2).mean().clamp(min=1e-8)
     return (errors * weights).sum() / weights.sum() / scale
+
+
+@torch.no_grad()
+def prefix_weights(acm: AcmModule, every: torch.Tensor, target: torch.Tensor, weighting: str,
+                   budget: Optional[float] = None) -> torch.Tensor:
+    """The weight of each prefix k = max(min_k, 1)..N in prefix_distillation_loss. 'usage' spends
+    half the weight where the budget sends tokens: at a low budget most tokens get one or two
+    learners and the anchor's weight on h(z, N) serves few of them."""
+    first = max(acm.min_k, 1)
+    count = acm.num_learners + 1 - first
+    weights = torch.ones(count, device=every.device, dtype=every.dtype)
+    if weighting == "even" or count == 1:
+        return weights
+    if weighting == "anchor":
+        weights[-1] = count - 1
+        return weights
+    if weighting != "usage" or budget is None:
+        raise ValueError(f"prefix weighting {weighting!r} (budget {budget}): one of {DISTILL_WEIGHTS}, "
+                         f"'usage' with a budget")
+    ks = budget_gate_labels(acm, None, target, budget, prefixes=every[acm.min_k:]) + acm.min_k
+    share = torch.bincount(ks.reshape(-1), minlength=acm.num_learners + 1)[first:].to(weights)
+    return weights / count + share / max(ks.numel(), 1)
 
 
 @torch.no_grad()
@@ -44,7 +70,8 @@ def gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, tau: floa
 
 
 @torch.no_grad()
-def budget_gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, budget: float) -> torch.Tensor:
+def budget_gate_labels(acm: AcmModule, z: Optional[torch.Tensor], target: torch.Tensor, budget: float,
+                       prefixes: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per token: the k that an oracle with this batch's errors would spend at the budget, i.e.
     argmin_k rel_err_k(t) + mu * k / N, with mu found by bisection so that the mean k / N matches
     the budget. rel_err_k(t) is the token's error relative to its own output's size, so every token
@@ -53,8 +80,10 @@ def budget_gate_labels(acm: AcmModule, z: torch.Tensor, target: torch.Tensor, bu
     embeddings came out worse than with the same k for every token (cosine 0.878 vs 0.880; 0.932 with
     relative errors). Tokens whose error falls fast get more learners; the labels spread over every k
     instead of piling on N (what the tau rule gives for well-distilled learners).
-    Returned as a choice index (k - min_k)."""
-    prefixes = acm.forward_prefixes(z)[acm.min_k:]  # [C, T, Dout], k = min_k..N
+    Returned as a choice index (k - min_k). prefixes: h(z, k) for k = min_k..N where the caller
+    has them already (z is then not read)."""
+    if prefixes is None:
+        prefixes = acm.forward_prefixes(z)[acm.min_k:]  # [C, T, Dout], k = min_k..N
     size = target.pow(2).mean(-1)  # [T]
     # a floor at 1 % of the median size (the median: the huge tokens must not move it): a token
     # whose output is almost nothing has no error worth learners, rather than a relative error

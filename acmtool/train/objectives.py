@@ -30,16 +30,16 @@ def _acm_dict(acms: dict[str, AcmModule]) -> nn.ModuleDict:
 
 
 class DistillObjective(nn.Module):
-    """Phase 1: every prefix h(z, k) of every ACM towards the original block's output f(z); the full
-    prefix anchored for gated models (prefix_distillation_loss)."""
+    """Phase 1: every prefix h(z, k) of every ACM towards the original block's output f(z), the
+    prefixes weighed as `weighting` says (prefix_distillation_loss)."""
 
-    def __init__(self, acms: dict[str, AcmModule], anchor_full: bool = True):
+    def __init__(self, acms: dict[str, AcmModule], weighting: str = "anchor", budget: Optional[float] = None):
         super().__init__()
         self.acms = _acm_dict(acms)
-        self.anchor_full = anchor_full
+        self.weighting, self.budget = weighting, budget
 
     def forward(self, captures: dict) -> torch.Tensor:
-        losses = [prefix_distillation_loss(self.acms[n.replace(".", "/")], z, y, self.anchor_full)
+        losses = [prefix_distillation_loss(self.acms[n.replace(".", "/")], z, y, self.weighting, self.budget)
                   for n, (z, y) in captures.items()]
         return torch.stack(losses).mean()
 
@@ -71,7 +71,7 @@ class GateObjective(nn.Module):
         if self.labels == "loss":
             joint, lagrangian = loss_aware_gate_labels(acms, list(captures.values()), self.budget, with_costs=True)
             # regret: what each choice costs over the best one, in units of the batch's mean regret
-            regrets = [l - l.min(0, keepdim=True).values for l in lagrangian]  # [C, T]
+            regrets = [c - c.min(0, keepdim=True).values for c in lagrangian]  # [C, T]
             scale = torch.cat([r.reshape(-1) for r in regrets]).mean().clamp(min=1e-30)
             return {"labels": joint, "regrets": regrets, "scale": scale}
         rule = (lambda acm, z, y: gate_labels(acm, z, y, self.tau)) if self.labels == "tau" else \

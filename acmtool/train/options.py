@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from acmtool.errors import AcmInputError
+from acmtool.train.losses import DISTILL_WEIGHTS
 
 
 GATE_LABELS = ("auto", "loss", "budget", "tau")
@@ -93,6 +94,10 @@ class ConvertOptions:
     finetune_gates: bool = False  # train the gates in fine-tuning too (budget, entropy, diversity losses)
     budget_range: Optional[list] = None  # [lo, hi]: fine-tune for every budget in it (acmtool.train.budget_range)
     range_skew: float = 1.0  # > 1: more of the range's fine-tuning steps near lo (budget_range.step_budget)
+    # how distillation weighs each prefix h(z, k): "anchor" (h(z, N) as much as the rest together),
+    # "even", "usage" (half by the share of tokens the budget sends to each k); "auto": anchor for
+    # gated models, even for the static baseline (acmtool.train.losses.prefix_weights)
+    distill_weights: str = "auto"
     distill_epochs: float = 1.0
     gate_epochs: float = 0.5
     finetune_epochs: float = 1.0
@@ -140,6 +145,9 @@ class ConvertOptions:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise AcmInputError(f"--{name.replace('_', '-')} must be positive; got {value}")
+        if self.distill_weights not in ("auto",) + DISTILL_WEIGHTS:
+            raise AcmInputError(f"--distill-weights must be one of auto, {', '.join(DISTILL_WEIGHTS)}; "
+                                f"got {self.distill_weights!r}")
         if self.gate_probes < 1:
             raise AcmInputError(f"--gate-probes must be at least 1; got {self.gate_probes}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -176,6 +184,17 @@ class ConvertOptions:
         if self.gate_labels == "tau":
             raise AcmInputError("--budget-range trains the gates on each budget's allocation; the tau labels "
                                 "have no budget: use --gate-labels loss (the default) or budget")
+
+    def distill_weighting(self) -> str:
+        """--distill-weights with auto resolved: the static baseline never runs k = N, so nothing to anchor."""
+        if self.distill_weights != "auto":
+            return self.distill_weights
+        return "even" if self.static else "anchor"
+
+    @staticmethod
+    def defaults() -> dict:
+        """Each option's default, as to_dict writes it (for RunState: options newer than a saved run)."""
+        return {f.name: f.default for f in dataclasses.fields(ConvertOptions) if f.default is not dataclasses.MISSING}
 
     def to_dict(self) -> dict:
         """The run's options as --resume compares them; --force says how to write, not what to train."""

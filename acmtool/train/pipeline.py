@@ -92,7 +92,8 @@ class Pipeline:
         self.seconds: dict = {}  # wall time of each stage in this process (a resumed run: since resuming)
         self.ctx = init_distributed(opts.device)
         self.out = Path(opts.output)
-        self.run = RunState(run_folder(self.out), opts.to_dict(), enabled=self.ctx.is_main)
+        self.run = RunState(run_folder(self.out), opts.to_dict(), enabled=self.ctx.is_main,
+                            defaults=ConvertOptions.defaults())
 
     def log(self, msg: str) -> None:
         if self.ctx.is_main:
@@ -222,7 +223,7 @@ class Pipeline:
 
     def distill(self, stop) -> None:
         _set_trainable(_learner_params(self.acms), _gate_params(self.acms))
-        obj = _wrap(DistillObjective(self.acms, anchor_full=not self.opts.static), self.ctx)
+        obj = _wrap(DistillObjective(self.acms, self.opts.distill_weighting(), self.opts.budget), self.ctx)
 
         parts = torch.Generator().manual_seed(self.opts.seed + 3 + self.ctx.rank)
 

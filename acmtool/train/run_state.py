@@ -17,8 +17,11 @@ from acmtool.io.atomic import atomic_path
 
 
 class RunState:
-    def __init__(self, folder: Path, args: dict, enabled: bool = True):
+    def __init__(self, folder: Path, args: dict, enabled: bool = True, defaults: Optional[dict] = None):
+        # defaults: what an option missing from a saved run's args.json meant (a run started before
+        # the option existed ran with its default, so it resumes under it)
         self.folder, self.args, self.enabled = Path(folder), args, enabled
+        self.defaults = defaults or {}
         self.data: dict = {"phase": None, "step": 0, "done": [], "history": {}}
         self.last_save = time.monotonic()
 
@@ -39,7 +42,8 @@ class RunState:
             raise AcmInputError(f"--resume: {self.folder / 'args.json'} is missing or damaged ({type(e).__name__}); "
                                 f"delete {self.folder} and start again") from None
         differ = {k for k in set(saved_args) | set(self.args)
-                  if k not in ("resume", "output", "onnx", "force") and saved_args.get(k) != self.args.get(k)}
+                  if k not in ("resume", "output", "onnx", "force")
+                  and saved_args.get(k, self.defaults.get(k)) != self.args.get(k)}
         if differ:
             raise AcmInputError(f"--resume: the run in {self.folder} was started with other options "
                                 f"({', '.join(sorted(differ))}); rerun without --resume or with the same options")
