@@ -9,7 +9,7 @@ import click
 from acmtool.cli.main import cli
 from acmtool.cli.options import load_convert_config, model_source_options, parse_model_args, text_column_options
 from acmtool.errors import AcmInputError
-from acmtool.train.options import GATE_LABELS, parse_budget_range
+from acmtool.train.options import DISTILL_WEIGHTS, GATE_LABELS, parse_budget_range
 
 
 def default_output(model: str) -> Path:
@@ -49,7 +49,7 @@ def default_output(model: str) -> Path:
               help="Train the gates in fine-tuning too (budget, entropy and diversity losses); by default they "
                    "keep what gate pre-training taught them.")
 @click.option("--distill-epochs", type=float, default=1.0, show_default=True)
-@click.option("--distill-weights", type=click.Choice(["auto", "anchor", "even", "usage"]), default="auto",
+@click.option("--distill-weights", type=click.Choice(("auto",) + DISTILL_WEIGHTS), default="auto",
               show_default=True,
               help="How distillation weighs each prefix h(z, k): anchor (h(z, N) as much as all shorter ones), even, "
                    "usage (half by the share of tokens that --budget sends to each k); auto: anchor, even with "

@@ -7,10 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from acmtool.layers.acm import AcmModule
+from acmtool.train.options import DISTILL_WEIGHTS
 from acmtool.train.tokens import real_tokens
-
-
-DISTILL_WEIGHTS = ("anchor", "even", "usage")
 
 
 def prefix_distillation_loss(acm: AcmModule, z: torch.Tensor, target: torch.Tensor,

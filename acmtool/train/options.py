@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from acmtool.errors import AcmInputError
-from acmtool.train.losses import DISTILL_WEIGHTS
 
 
 GATE_LABELS = ("auto", "loss", "budget", "tau")
+# how distillation may weigh the prefixes h(z, k) (acmtool.train.losses.prefix_weights)
+DISTILL_WEIGHTS = ("anchor", "even", "usage")
 # Gate pre-training's learning rate per label rule (--gate-lr overrides). The loss-aware labels need
 # the higher one: at 1e-3 the gates of a Fashion-MNIST ViT fit them to 25-29 % (5 choices) in a
 # quarter epoch and hedge, spending k = 4 on a third of the last block's patch tokens (which no head
