@@ -2,6 +2,7 @@
 them paired, exports the dense, plain and custom-op ONNX models and times them on real held-out
 batches; a second run reuses every cached file."""
 import json
+from pathlib import Path
 
 import onnx
 import pytest
@@ -110,3 +111,11 @@ def test_more_learners_name_their_own_checkpoints_and_size_the_static_model(tmp_
         path = pl.converted(task, tmp_path, method, 0.25, convert=True, log=lambda *_: None)
         assert path.name == f"tiny-l8-{method}-b0.25.acm.safetensors"
     assert [(o.num_learners, o.static) for o in seen] == [(8, False), (8, True)]
+
+
+def test_the_eight_learner_dinov2_task_is_named_and_sized_like_learners_8():
+    """`--tasks dinov2-fashion-112-l8` finds the checkpoints that `--tasks dinov2-fashion-112 --learners 8` makes."""
+    named, flag = pl.TASKS["dinov2-fashion-112-l8"], pl.with_learners(pl.TASKS["dinov2-fashion-112"], 8)
+    assert named.name == flag.name == "dinov2-fashion-112-l8"
+    assert named.options == flag.options and named.options["num_learners"] == 8
+    assert named.checkpoint(Path("w"), "acm", 0.125) == flag.checkpoint(Path("w"), "acm", 0.125)
