@@ -64,7 +64,7 @@ def main(argv=None) -> list:
                          "static_acc": static["student_accuracy"], "static_budget": static["achieved_budget"],
                          "static_flops": static["flops"]["ratio"],
                          # where the gates put the compute: mean k of each ACM, in the model's order
-                         "acm_mean_k": "/".join(f"{l['mean_k']:.2f}" for l in acm["per_layer"].values())})
+                         "acm_mean_k": "/".join(f"{layer['mean_k']:.2f}" for layer in acm["per_layer"].values())})
             paired = paired_difference(correct(acm["checkpoint"], "fashion-mnist"),
                                        correct(static["checkpoint"], "fashion-mnist"))
             rows[-1].update(diff_sigma=paired["sigma"], acm_only=paired["a_only"], static_only=paired["b_only"])

@@ -4,7 +4,6 @@ fallback), transcript tables, class folders, the named datasets, batches a Whisp
 and every bad input as one AcmInputError naming the file, raised before any work is done.
 Synthetic audio is seeded and written to tmp_path; the real Debian data is used when installed."""
 import gzip
-import json
 import os
 import pickle
 import re

@@ -49,7 +49,7 @@ def test_rows_for_dense_static_and_acm_at_each_batch(done):
 
 
 def test_static_runs_as_plain_onnx_and_the_acm_with_the_custom_op(done):
-    work, task = done["work"], done["task"]
+    work = done["work"]
     static_ops = ops_of(work / "tiny-static-b0.5.acm.onnx")
     assert "DynamicLearners" not in static_ops and static_ops & {"MatMul", "Gemm"}
     assert "DynamicLearners" in ops_of(work / "tiny-acm-b0.5.acm.onnx")

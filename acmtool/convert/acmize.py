@@ -1,10 +1,8 @@
 """acmize_: replace a model's dense blocks with ACMs, in place."""
 from __future__ import annotations
 
-import math
 from typing import Iterable, Optional
 
-import torch
 import torch.nn as nn
 
 from acmtool.adapters import find_sites

@@ -8,7 +8,6 @@ is tested against `dynamic_learners_reference`.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
