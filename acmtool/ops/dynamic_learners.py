@@ -8,7 +8,6 @@ is tested against `dynamic_learners_reference`.
 """
 from __future__ import annotations
 
-
 import torch
 
 from acmtool.ops.activations import ACTIVATIONS, apply_activation, apply_activation_
